@@ -1,0 +1,88 @@
+"""Jinja extensions for the dayone questionnaire.
+
+Copier loads these through copier-template-extensions (see ``_jinja_extensions`` in
+copier.yml). They keep the naming rules in one readable place instead of long Jinja
+expressions inside copier.yml.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import subprocess
+import sys
+from typing import Any
+
+from jinja2 import Environment
+from jinja2.ext import Extension
+
+# An email address good enough to reject typos; deliverability is the mail server's job.
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+SLUG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# Names the generated project imports itself; a package of the same name would shadow them.
+RESERVED_SLUGS = frozenset({"app", "alembic", "tests", "tools", "test"})
+
+
+def slugify(value: str) -> str:
+    """Turn a free-form project name into a lowercase Python identifier."""
+    slug = re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
+    if slug and slug[0].isdigit():
+        slug = f"app_{slug}"
+    return slug
+
+
+def slug_error(value: str) -> str:
+    """Say what is wrong with a project slug, or return an empty string."""
+    if not SLUG_RE.match(value):
+        return (
+            f"'{value}' is not a valid project slug: use lowercase letters, digits and "
+            "underscores, starting with a letter (for example: my_app)."
+        )
+    if keyword.iskeyword(value) or keyword.issoftkeyword(value):
+        return f"'{value}' is a Python keyword; pick another slug (for example: {value}_api)."
+    if value in sys.stdlib_module_names:
+        return (
+            f"'{value}' is the name of a Python standard-library module and would shadow "
+            f"it; pick another slug (for example: {value}_api)."
+        )
+    if value in RESERVED_SLUGS:
+        return (
+            f"'{value}' is a package name the generated project uses itself; pick another "
+            f"slug (for example: {value}_api)."
+        )
+    return ""
+
+
+def email_error(value: str) -> str:
+    """Say what is wrong with an email address, or return an empty string."""
+    if EMAIL_RE.match(value or ""):
+        return ""
+    return f"'{value}' is not an email address; expected something like jane@example.com."
+
+
+def git_config(key: str) -> str:
+    """Read a value from the user's git configuration, or an empty string."""
+    try:
+        result = subprocess.run(
+            ["git", "config", "--get", key],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout.strip()
+
+
+class DayoneExtension(Extension):
+    """Filters for slugs and validation messages, globals for git identity defaults."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["slugify"] = slugify
+        environment.filters["slug_error"] = slug_error
+        environment.filters["email_error"] = email_error
+        globals_: dict[str, Any] = environment.globals
+        globals_["git_user_name"] = git_config("user.name")
+        globals_["git_user_email"] = git_config("user.email")

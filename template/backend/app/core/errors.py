@@ -1,0 +1,93 @@
+"""One JSON shape for every error response.
+
+    {"error": {"code": "not_found", "message": "User not found", "details": null}}
+
+Clients branch on `code`, show `message`, and for validation errors read `details`,
+a list of {"field": "body.email", "message": "...", "type": "..."}.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def error_code(status_code: int) -> str:
+    """`404` -> `not_found`: a stable machine-readable code derived from the status."""
+    try:
+        phrase = HTTPStatus(status_code).phrase
+    except ValueError:
+        return "error"
+    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorDetail(code=code or error_code(status_code), message=message, details=details)
+    )
+    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+
+
+def validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join(str(part) for part in error["loc"]),
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, str):
+            return error_response(exc.status_code, exc.detail, headers=exc.headers)
+        return error_response(
+            exc.status_code, error_code(exc.status_code), details=exc.detail, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_exception(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(
+            422,
+            "The request is invalid; see details.",
+            code="validation_error",
+            details=validation_details(exc),
+        )
+
+    @app.exception_handler(Exception)
+    async def unhandled_exception(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the log, never to the client.
+        logger.exception(
+            "Unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+        )
+        return error_response(500, "An internal error occurred.", code="internal_error")

@@ -1,0 +1,6 @@
+"""SQLAlchemy models. Import every model here so that Alembic sees the whole schema."""
+
+from app.models.base import Base
+from app.models.user import User
+
+__all__ = ["Base", "User"]

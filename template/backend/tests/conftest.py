@@ -1,0 +1,120 @@
+"""Test fixtures.
+
+The suite runs on a throwaway SQLite file by default. With TEST_DATABASE_URL set to a
+PostgreSQL server (for example postgresql://postgres@127.0.0.1:5432/postgres), each run
+creates its own database there, migrates it, and drops it at the end. Either way every
+test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import asyncpg
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import BACKEND_DIR, Environment, Settings, async_database_url
+from app.main import create_app
+from app.models import Base
+
+TEST_SECRET_KEY = "test-only-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+
+
+def postgres_server_url() -> str | None:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url is None and os.environ.get("REQUIRE_POSTGRES") == "1":
+        pytest.exit("REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set", returncode=2)
+    return url
+
+
+async def _run_admin(server_url: str, statement: str) -> None:
+    url = make_url(async_database_url(server_url))
+    connection = await asyncpg.connect(
+        user=url.username,
+        password=url.password,
+        host=url.host,
+        port=url.port,
+        database=url.database or "postgres",
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
+    """A factory of empty databases, all removed when the session ends."""
+    server_url = postgres_server_url()
+    created: list[str] = []
+
+    def make() -> str:
+        if server_url is None:
+            path = tmp_path_factory.mktemp("db") / "test.db"
+            return f"sqlite+aiosqlite:///{path}"
+        name = f"test_{uuid.uuid4().hex[:16]}"
+        asyncio.run(_run_admin(server_url, f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return make_url(async_database_url(server_url)).set(database=name).render_as_string(
+            hide_password=False
+        )
+
+    yield make
+    for name in created:
+        asyncio.run(_run_admin(server_url or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(BACKEND_DIR / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    config.attributes["configure_logging"] = False
+    return config
+
+
+@pytest.fixture(scope="session")
+def database_url(make_database: Callable[[], str]) -> str:
+    url = make_database()
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        ENVIRONMENT=Environment.TEST,
+        SECRET_KEY=TEST_SECRET_KEY,
+        DATABASE_URL=database_url,
+        REDIS_URL=None,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+        await _empty_tables(application.state.engine)
+
+
+async def _empty_tables(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            await connection.execute(delete(table))
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import Environment, Settings, async_database_url
+
+STRONG_KEY = "q7V2mZ8xK4pL0sN9tR3wY6bC1dF5gH2jA8eU4iO7kM0"
+
+
+def make_settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "SECRET_KEY is not set"),
+        ("changethis", "well-known sample value"),
+        ("please-change-me-before-going-live-0123456789abcdef", "well-known sample value"),
+        ("short-but-random-Zx81", "21 characters long; it needs at least 43"),
+        ("a" * 64, "repeats too few characters"),
+    ],
+)
+def test_production_refuses_a_weak_secret_key(key: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        make_settings(ENVIRONMENT=Environment.PRODUCTION, SECRET_KEY=key)
+    message = str(error.value)
+    assert reason in message
+    assert "refusing to start in production" in message
+    assert "secrets.token_urlsafe" in message
+
+
+def test_production_accepts_a_strong_secret_key() -> None:
+    settings = make_settings(ENVIRONMENT=Environment.PRODUCTION, SECRET_KEY=STRONG_KEY)
+    assert settings.SECRET_KEY.get_secret_value() == STRONG_KEY
+
+
+def test_development_replaces_a_missing_key_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="app.core.config"):
+        first = make_settings(ENVIRONMENT=Environment.DEVELOPMENT)
+        second = make_settings(ENVIRONMENT=Environment.DEVELOPMENT)
+    first_key = first.SECRET_KEY.get_secret_value()
+    assert len(first_key) >= 43
+    assert first_key != second.SECRET_KEY.get_secret_value()
+    assert "using a temporary key" in caplog.text
+
+
+def test_secret_key_never_appears_in_the_settings_repr() -> None:
+    settings = make_settings(ENVIRONMENT=Environment.PRODUCTION, SECRET_KEY=STRONG_KEY)
+    assert STRONG_KEY not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db.internal:5432/app", "postgresql+asyncpg://u:p@db.internal:5432/app"),
+        ("postgresql://u:p@db:5432/app", "postgresql+asyncpg://u:p@db:5432/app"),
+        (
+            "postgres://u:p@db:5432/app?sslmode=disable",
+            "postgresql+asyncpg://u:p@db:5432/app?ssl=disable",
+        ),
+        ("postgresql+asyncpg://u@db/app", "postgresql+asyncpg://u@db/app"),
+        ("sqlite:///./data/app.db", "sqlite+aiosqlite:///./data/app.db"),
+        ("sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite:///:memory:"),
+    ],
+)
+def test_database_urls_from_platforms_are_accepted_as_they_are(given: str, expected: str) -> None:
+    assert async_database_url(given) == expected
+    assert make_settings(DATABASE_URL=given).DATABASE_URL == expected
+
+
+def test_cors_origins_read_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKEND_CORS_ORIGINS", "https://app.example.com, http://localhost:5173")
+    assert make_settings().BACKEND_CORS_ORIGINS == [
+        "https://app.example.com",
+        "http://localhost:5173",
+    ]
+
+
+def test_an_empty_redis_url_means_no_redis() -> None:
+    assert make_settings(REDIS_URL="").REDIS_URL is None
