@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from app.core.config import get_settings
+from app.core.config import async_database_url, get_settings
 from app.core.db import create_engine
 from app.models import Base
 
@@ -23,7 +23,7 @@ def database_url() -> str:
     # A caller (the test suite, the migrations helper) may point Alembic at another
     # database through the config; otherwise the app's DATABASE_URL applies.
     url = config.get_main_option("sqlalchemy.url")
-    return url or get_settings().DATABASE_URL
+    return async_database_url(url) if url else get_settings().DATABASE_URL
 
 
 def configure(connection: Connection) -> None:

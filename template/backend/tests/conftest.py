@@ -13,15 +13,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.core.config import BACKEND_DIR, Environment, Settings, async_database_url
 from app.main import create_app
@@ -38,18 +37,13 @@ def postgres_server_url() -> str | None:
 
 
 async def _run_admin(server_url: str, statement: str) -> None:
-    url = make_url(async_database_url(server_url))
-    connection = await asyncpg.connect(
-        user=url.username,
-        password=url.password,
-        host=url.host,
-        port=url.port,
-        database=url.database or "postgres",
-    )
+    # CREATE/DROP DATABASE cannot run inside a transaction, hence AUTOCOMMIT.
+    engine = create_async_engine(async_database_url(server_url), isolation_level="AUTOCOMMIT")
     try:
-        await connection.execute(statement)
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
     finally:
-        await connection.close()
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +59,10 @@ def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         name = f"test_{uuid.uuid4().hex[:16]}"
         asyncio.run(_run_admin(server_url, f'CREATE DATABASE "{name}"'))
         created.append(name)
-        return make_url(async_database_url(server_url)).set(database=name).render_as_string(
-            hide_password=False
+        return (
+            make_url(async_database_url(server_url))
+            .set(database=name)
+            .render_as_string(hide_password=False)
         )
 
     yield make
@@ -91,7 +87,7 @@ def database_url(make_database: Callable[[], str]) -> str:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         ENVIRONMENT=Environment.TEST,
         SECRET_KEY=TEST_SECRET_KEY,
         DATABASE_URL=database_url,

@@ -69,7 +69,7 @@ def test_secret_key_never_appears_in_the_settings_repr() -> None:
 )
 def test_database_urls_from_platforms_are_accepted_as_they_are(given: str, expected: str) -> None:
     assert async_database_url(given) == expected
-    assert make_settings(DATABASE_URL=given).DATABASE_URL == expected
+    assert expected == make_settings(DATABASE_URL=given).DATABASE_URL
 
 
 def test_cors_origins_read_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:

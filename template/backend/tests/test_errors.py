@@ -43,7 +43,9 @@ async def demo_client(settings: Settings) -> AsyncIterator[AsyncClient]:
 async def test_unknown_route_is_a_json_404(demo_client: AsyncClient) -> None:
     response = await demo_client.get("/no/such/route")
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "Not Found", "details": None}}
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "Not Found", "details": None}
+    }
 
 
 async def test_wrong_method_is_a_json_405(demo_client: AsyncClient) -> None:
@@ -83,7 +85,11 @@ async def test_unhandled_error_hides_its_cause(demo_client: AsyncClient) -> None
     response = await demo_client.get("/demo/crash")
     assert response.status_code == 500
     assert response.json() == {
-        "error": {"code": "internal_error", "message": "An internal error occurred.", "details": None}
+        "error": {
+            "code": "internal_error",
+            "message": "An internal error occurred.",
+            "details": None,
+        }
     }
     assert "hunter2" not in response.text
 

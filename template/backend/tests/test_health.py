@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 from httpx import ASGITransport, AsyncClient
@@ -11,7 +10,7 @@ from app.main import create_app
 
 # Nothing listens on port 1 of the loopback interface: connections are refused at once.
 REFUSED_REDIS_URL = "redis://127.0.0.1:1/0"
-REFUSED_DATABASE_URL = "postgresql://postgres@127.0.0.1:1/unreachable"
+REFUSED_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/unreachable"
 
 
 async def get_ready(settings: Settings, **overrides: object) -> tuple[int, dict[str, object]]:
@@ -24,11 +23,11 @@ async def get_ready(settings: Settings, **overrides: object) -> tuple[int, dict[
 
 
 @pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
+def redis_url() -> str:
     url = os.environ.get("TEST_REDIS_URL")
     if url is None:
         pytest.skip("set TEST_REDIS_URL (for example redis://127.0.0.1:6379/15) to run")
-    yield url
+    return url
 
 
 async def test_liveness(client: AsyncClient) -> None:

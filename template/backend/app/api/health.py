@@ -52,11 +52,11 @@ async def check_redis(url: str) -> None:
         await client.aclose()
 
 
-async def run_check(check: Callable[[], Awaitable[None]], timeout: float) -> CheckResult:
+async def run_check(check: Callable[[], Awaitable[None]], seconds: float) -> CheckResult:
     try:
-        await asyncio.wait_for(check(), timeout)
+        await asyncio.wait_for(check(), seconds)
     except TimeoutError:
-        return CheckResult(status="failing", detail=f"no answer within {timeout:g} s")
+        return CheckResult(status="failing", detail=f"no answer within {seconds:g} s")
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason.
         return CheckResult(status="failing", detail=f"{type(exc).__name__}: {exc}")
     return CheckResult(status="ok")

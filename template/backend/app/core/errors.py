@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -47,7 +48,7 @@ def error_response(
     *,
     code: str | None = None,
     details: Any = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorDetail(code=code or error_code(status_code), message=message, details=details)
@@ -87,7 +88,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unhandled_exception(request: Request, exc: Exception) -> JSONResponse:
         # The traceback goes to the log, never to the client.
-        logger.exception(
-            "Unhandled error on %s %s", request.method, request.url.path, exc_info=exc
-        )
+        logger.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "An internal error occurred.", code="internal_error")

@@ -31,6 +31,4 @@ class User(Base):
     )
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     is_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
