@@ -44,8 +44,18 @@ def write_env(project: Path) -> None:
     print("Wrote .env with a new SECRET_KEY (gitignored; keep it out of version control).")
 
 
-def git(project: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=project, check=True, stdout=subprocess.DEVNULL)
+def git(project: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=project, check=True, capture_output=True, text=True
+    )
+    return result.stdout.strip()
+
+
+def has_identity(project: Path) -> bool:
+    try:
+        return bool(git(project, "config", "user.email"))
+    except subprocess.CalledProcessError:
+        return False
 
 
 def init_git(project: Path, author_name: str, author_email: str) -> None:
@@ -54,14 +64,13 @@ def init_git(project: Path, author_name: str, author_email: str) -> None:
         return
     git(project, "init", "--quiet", "--initial-branch=main")
     git(project, "add", "--all")
-    # The answers' author signs the first commit when git has no identity configured,
-    # so the commit succeeds on a fresh machine too.
-    git(
-        project,
-        "-c", f"user.name={author_name}",
-        "-c", f"user.email={author_email}",
-        "commit", "--quiet", "--no-verify", "-m", "Initial commit from the dayone template",
-    )
+    # The answers' author signs the first commit only when git has no identity
+    # configured, so that the commit also succeeds on a fresh machine.
+    identity: list[str] = []
+    if not has_identity(project):
+        identity = ["-c", f"user.name={author_name}", "-c", f"user.email={author_email}"]
+    message = "Initial commit from the dayone template"
+    git(project, *identity, "commit", "--quiet", "--no-verify", "-m", message)
     print("Created a git repository with the initial commit.")
 
 
