@@ -8,9 +8,12 @@ against one virtual environment per Python version, so dependencies install once
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,47 @@ SHARED_REFERENCE = TEMPLATE_DIR.parent / "shared" / "reference"
 Answers = dict[str, Any]
 
 
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+@functools.cache
+def template_snapshot() -> Path:
+    """The template's working tree, uncommitted changes included, as a one-commit repo.
+
+    Copier renders a dirty template through a fresh temporary commit each time, so its
+    `_commit` would differ between two renders; a snapshot keeps renders comparable.
+    """
+    snapshot = Path(tempfile.mkdtemp(prefix="dayone-template-"))
+    atexit.register(shutil.rmtree, snapshot, ignore_errors=True)
+    files = git(TEMPLATE_DIR, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in filter(None, files.split("\0")):
+        source = TEMPLATE_DIR / name
+        if source.is_file():
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, snapshot / name)
+    git(snapshot, "init", "--quiet", "--initial-branch=main")
+    git(snapshot, "add", "--all")
+    git(
+        snapshot,
+        "-c",
+        "user.name=dayone tests",
+        "-c",
+        "user.email=tests@dayone.invalid",
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "-m",
+        "snapshot",
+    )
+    return snapshot
+
+
 def copy_template(destination: Path, answers: Answers, **options: Any) -> None:
     """Render the template non-interactively, as `copier copy --defaults --trust`."""
     run_copy(
-        str(TEMPLATE_DIR),
+        str(template_snapshot()),
         str(destination),
         data={"init_git": False, **answers},
         defaults=True,
@@ -56,7 +96,10 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 def find_python(version: str) -> str | None:
     """An interpreter for `version`, also when pyenv's shims would refuse to run it."""
     found = shutil.which(f"python{version}")
-    if found and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
+    if (
+        found
+        and subprocess.run([found, "-c", ""], check=False, capture_output=True).returncode == 0
+    ):
         return found
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     for candidate in sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}")):

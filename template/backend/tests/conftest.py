@@ -14,15 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.core.config import BACKEND_DIR, Environment, Settings, async_database_url
+from app.core.config import Environment, Settings, async_database_url
+from app.core.migrations import upgrade_to_head
 from app.main import create_app
 from app.models import Base
 
@@ -70,17 +69,10 @@ def make_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         asyncio.run(_run_admin(server_url or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def alembic_config(database_url: str) -> Config:
-    config = Config(str(BACKEND_DIR / "alembic.ini"))
-    config.set_main_option("sqlalchemy.url", database_url)
-    config.attributes["configure_logging"] = False
-    return config
-
-
 @pytest.fixture(scope="session")
 def database_url(make_database: Callable[[], str]) -> str:
     url = make_database()
-    command.upgrade(alembic_config(url), "head")
+    upgrade_to_head(url)
     return url
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from alembic import command
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
+from app.core.config import Environment, Settings
+from app.core.migrations import alembic_config
 from app.core.rbac import Role
+from app.main import create_app
 from app.models import User
-from tests.conftest import alembic_config
 
 
 def test_migrations_round_trip_without_drift(make_database: Callable[[], str]) -> None:
@@ -44,3 +47,31 @@ async def test_emails_are_unique(app: FastAPI) -> None:
         session.add(User(email="ada@example.com", hashed_password="y"))
         with pytest.raises(IntegrityError):
             await session.commit()
+
+
+async def test_the_embedded_sqlite_database_migrates_itself(
+    settings: Settings, tmp_path: Path
+) -> None:
+    development = settings.model_copy(
+        update={
+            "ENVIRONMENT": Environment.DEVELOPMENT,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}",
+        }
+    )
+    app = create_app(development)
+    async with app.router.lifespan_context(app), app.state.engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert "users" in tables
+    assert "alembic_version" in tables
+
+
+async def test_shared_databases_are_not_migrated_at_start_up(settings: Settings) -> None:
+    production_like = settings.model_copy(update={"ENVIRONMENT": Environment.PRODUCTION})
+    assert production_like.migrate_on_start is False
+    postgres = settings.model_copy(
+        update={
+            "DATABASE_URL": "postgresql+asyncpg://u@db/app",
+            "ENVIRONMENT": Environment.DEVELOPMENT,
+        }
+    )
+    assert postgres.migrate_on_start is False

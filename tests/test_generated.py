@@ -1,0 +1,149 @@
+"""Run each generated project's own tooling: linters, types, migrations, tests, the app."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ProjectEnv
+from test_render import COMBINATIONS
+
+pytestmark = pytest.mark.slow
+
+POSTGRES_SERVER = os.environ.get(
+    "TEMPLATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TEMPLATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+def test_linters_and_types_are_clean(
+    name: str, render: Callable[..., Path], project_env: ProjectEnv
+) -> None:
+    answers = COMBINATIONS[name]
+    project = render(**answers)
+    version = answers.get("python_version", "3.11")
+    project_env.run(project, "ruff", "check", python_version=version)
+    project_env.run(project, "ruff", "format", "--check", python_version=version)
+    project_env.run(project, "mypy", python_version=version)
+
+
+def test_suite_passes_on_sqlite(render: Callable[..., Path], project_env: ProjectEnv) -> None:
+    result = project_env.run(render(), "pytest", "-q", "-p", "no:cacheprovider")
+    assert " passed" in result.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_suite_passes_on_postgres_and_redis(
+    render: Callable[..., Path], project_env: ProjectEnv
+) -> None:
+    result = project_env.run(
+        render(),
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        TEST_DATABASE_URL=POSTGRES_SERVER,
+        TEST_REDIS_URL=REDIS_URL,
+        REQUIRE_POSTGRES="1",
+    )
+    assert " passed" in result.stdout
+    assert "skipped" not in result.stdout
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+def test_suite_passes_on_other_pythons(
+    version: str, render: Callable[..., Path], project_env: ProjectEnv
+) -> None:
+    answers = next(a for a in COMBINATIONS.values() if a.get("python_version") == version)
+    project = render(**answers)
+    interpreter = project_env.run(
+        project, "python", "-c", "import sys; print(sys.version)", python_version=version
+    )
+    assert interpreter.stdout.startswith(version)
+    result = project_env.run(
+        project, "pytest", "-q", "-p", "no:cacheprovider", python_version=version
+    )
+    assert " passed" in result.stdout
+
+
+@pytest.fixture
+def postgres_database(project_env: ProjectEnv) -> Iterator[str]:
+    name = f"dayone_check_{os.getpid()}"
+    admin = ["psql", POSTGRES_SERVER, "-q", "-c"]
+    subprocess.run([*admin, f'DROP DATABASE IF EXISTS "{name}"'], check=True)
+    subprocess.run([*admin, f'CREATE DATABASE "{name}"'], check=True)
+    yield POSTGRES_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    subprocess.run([*admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
+
+
+def test_alembic_upgrade_and_check_on_sqlite(
+    render: Callable[..., Path], project_env: ProjectEnv, tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'app.db'}"
+    project_env.run(render(), "alembic", "upgrade", "head", DATABASE_URL=database_url)
+    result = project_env.run(render(), "alembic", "check", DATABASE_URL=database_url)
+    assert "No new upgrade operations detected" in result.stdout + result.stderr
+
+
+@pytest.mark.postgres
+def test_alembic_upgrade_and_check_on_postgres(
+    render: Callable[..., Path], project_env: ProjectEnv, postgres_database: str
+) -> None:
+    # The URL form Fly.io and Render hand out, accepted as it is.
+    database_url = postgres_database.replace("postgresql://", "postgres://") + "?sslmode=disable"
+    project_env.run(render(), "alembic", "upgrade", "head", DATABASE_URL=database_url)
+    result = project_env.run(render(), "alembic", "check", DATABASE_URL=database_url)
+    assert "No new upgrade operations detected" in result.stdout + result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_readme_command_serves_health_on_sqlite(
+    render: Callable[..., Path], project_env: ProjectEnv
+) -> None:
+    project = render()
+    readme = (project / "README.md").read_text()
+    assert "uv run --directory backend python -m app" in readme
+    assert "uv run --directory backend pytest" in readme
+    port = free_port()
+    env = project_env.env("3.11", PORT=str(port))
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    server = subprocess.Popen(
+        ["uv", "run", "--directory", str(project / "backend"), "python", "-m", "app"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/health", timeout=2
+                ) as response:
+                    body = response.read()
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert body == b'{"status":"ok"}'
+        assert (project / "backend" / "data" / "app.db").exists()
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    assert "Uvicorn running" in output
