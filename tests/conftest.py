@@ -20,11 +20,16 @@ from typing import Any
 
 import pytest
 from copier import run_copy
+from uv import find_uv_bin
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = TEMPLATE_DIR.parent / "shared" / "reference"
+# The uv that came with the test dependencies, whether or not one is on PATH.
+UV = find_uv_bin()
 
 Answers = dict[str, Any]
+# What each cached render wrote, listed before any test runs tools inside it.
+RENDERED_FILES: dict[Path, list[Path]] = {}
 
 
 def git(repo: Path, *args: str) -> str:
@@ -87,6 +92,11 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         if key not in cache:
             destination = tmp_path_factory.mktemp("project") / "project"
             copy_template(destination, answers)
+            RENDERED_FILES[destination] = sorted(
+                path
+                for path in destination.rglob("*")
+                if path.is_file() and ".git" not in path.relative_to(destination).parts
+            )
             cache[key] = destination
         return cache[key]
 
@@ -140,7 +150,7 @@ class ProjectEnv:
         **extra_env: str,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["uv", "run", "--directory", str(project / "backend"), *args],
+            [UV, "run", "--directory", str(project / "backend"), *args],
             env=self.env(python_version, **extra_env),
             capture_output=True,
             text=True,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ProjectEnv
+from conftest import UV, ProjectEnv
 from test_render import COMBINATIONS
 
 pytestmark = pytest.mark.slow
@@ -123,7 +123,7 @@ def test_the_readme_command_serves_health_on_sqlite(
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     server = subprocess.Popen(
-        ["uv", "run", "--directory", str(project / "backend"), "python", "-m", "app"],
+        [UV, "run", "--directory", str(project / "backend"), "python", "-m", "app"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import copy_template, git, template_snapshot
@@ -93,3 +94,14 @@ def test_an_existing_env_is_never_replaced(tmp_path: Path) -> None:
     (destination / ".env").write_text("SECRET_KEY=mine\n")
     copy_template(destination, {}, overwrite=True)
     assert (destination / ".env").read_text() == "SECRET_KEY=mine\n"
+
+
+def test_bad_answers_given_as_defaults_fail_too(copie: Any) -> None:
+    # pytest-copie passes answers as user defaults, the way a user's copier settings
+    # file would: they go through the same validators.
+    result = copie.copy(extra_answers={"project_slug": "class", "init_git": False})
+    assert result.exit_code != 0
+    assert "'class' is a Python keyword" in str(result.exception)
+    good = copie.copy(extra_answers={"project_slug": "billing", "init_git": False})
+    assert good.exit_code == 0, good.exception
+    assert (good.project_dir / "backend" / "app" / "main.py").is_file()
