@@ -130,7 +130,8 @@ class ProjectEnv:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("VIRTUAL_ENV", "UV_", "PYTEST_"))
+            if key not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON"}
+            and not key.startswith("PYTEST_")
         }
         env.update(
             UV_PROJECT_ENVIRONMENT=str(self.root / f"venv-{python_version}"),
