@@ -77,13 +77,14 @@ def database_url(make_database: Callable[[], str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
         _env_file=None,
         ENVIRONMENT=Environment.TEST,
         SECRET_KEY=TEST_SECRET_KEY,
         DATABASE_URL=database_url,
         REDIS_URL=None,
+        EMAIL_OUTBOX_DIR=tmp_path_factory.mktemp("outbox"),
     )
 
 

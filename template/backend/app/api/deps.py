@@ -1,21 +1,42 @@
 """Request dependencies, each named once as an `Annotated` alias so that a route reads
-as its signature: `async def read_item(session: SessionDep) -> ItemOut`."""
+as its signature: `async def read_me(user: CurrentUser) -> UserOut`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import as_utc
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.rate_limit import Throttle
+from app.core.security import InvalidTokenError, decode_access_token
+from app.models import User
+
+logger = logging.getLogger("app.auth")
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+
+UNAUTHORIZED = HTTPException(
+    status_code=status.HTTP_401_UNAUTHORIZED,
+    detail="Not authenticated",
+    headers={"WWW-Authenticate": "Bearer"},
+)
 
 
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_throttle(request: Request) -> Throttle:
+    throttle: Throttle = request.app.state.throttle
+    return throttle
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -25,3 +46,48 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
+
+
+async def get_current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> User:
+    if token is None:
+        raise UNAUTHORIZED
+    try:
+        claims = decode_access_token(token, settings)
+    except InvalidTokenError:
+        raise UNAUTHORIZED from None
+    # The user, and with it the role, is read from the database on every request: a
+    # deactivation or role change takes effect at once, whatever the token says.
+    user = await session.get(User, claims.user_id)
+    if user is None or not user.is_active:
+        raise UNAUTHORIZED
+    cutoff = user.tokens_valid_after
+    if cutoff is not None and claims.issued_at < as_utc(cutoff).timestamp():
+        raise UNAUTHORIZED
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_verified_user(user: CurrentUser) -> User:
+    if not user.is_verified:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="Verify your email address first (POST /api/v1/auth/request-verify).",
+        )
+    return user
+
+
+VerifiedUser = Annotated[User, Depends(get_verified_user)]
+
+
+def client_address(request: Request) -> str:
+    # The peer address as the server saw it. uvicorn replaces it with the
+    # X-Forwarded-For value only for proxies listed in FORWARDED_ALLOW_IPS, so a
+    # client cannot choose its own address by sending that header.
+    return request.client.host if request.client else "unknown"

@@ -32,3 +32,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     is_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    full_name: Mapped[str | None] = mapped_column(String(120))
+    # Access tokens issued before this moment are rejected: a password change or reset
+    # moves it forward and so ends every session at once.
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

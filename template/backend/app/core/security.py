@@ -1,0 +1,145 @@
+"""Passwords and tokens.
+
+Access tokens are JWTs (RFC 8725): HS256 only, typed `at+jwt`, with issuer, audience,
+subject, issue and expiry times required. Refresh, verification and reset tokens are
+opaque random strings of which only a SHA-256 digest is stored, so that a database leak
+yields no usable token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from pwdlib.hashers.bcrypt import BcryptHasher
+
+from app.core.config import Settings
+
+ALGORITHM = "HS256"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+# Clock skew tolerated between instances when checking exp and iat.
+LEEWAY_SECONDS = 30
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+ALLOWED_HEADERS = frozenset({"alg", "typ"})
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+
+# Argon2id at OWASP's minimum (19 MiB, 2 passes, 1 lane); bcrypt only verifies hashes
+# carried over from another system, which are rehashed with Argon2id at the next login.
+password_hash = PasswordHash(
+    (Argon2Hasher(time_cost=2, memory_cost=19456, parallelism=1), BcryptHasher())
+)
+
+
+class InvalidTokenError(Exception):
+    """The token is malformed, forged, expired or of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    issued_at: float
+
+
+def hash_password(password: str) -> str:
+    return password_hash.hash(password)
+
+
+def verify_password(password: str, hashed: str) -> tuple[bool, str | None]:
+    """Check a password; the second value is a new hash when the stored one is outdated."""
+    return password_hash.verify_and_update(password, hashed)
+
+
+@cache
+def _dummy_hash() -> str:
+    return password_hash.hash(secrets.token_urlsafe(16))
+
+
+def burn_password_check(password: str) -> None:
+    """Spend the time of a real check, so that unknown emails cannot be told by timing."""
+    password_hash.verify(password, _dummy_hash())
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    text = resources.files("app.core").joinpath("common_passwords.txt").read_text("utf-8")
+    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip())
+
+
+def password_problem(password: str, *, email: str | None = None) -> str | None:
+    """Say why a password is not acceptable, or return None. No composition rules."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return f"The password must be at least {PASSWORD_MIN_LENGTH} characters long."
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return f"The password must be at most {PASSWORD_MAX_LENGTH} characters long."
+    lowered = password.lower()
+    if lowered in common_passwords():
+        return "This password is one of the most common ones; choose another."
+    if email and lowered == email.lower():
+        return "The password must not be your email address."
+    return None
+
+
+def create_access_token(user_id: uuid.UUID, settings: Settings, now: datetime) -> str:
+    expires = now + timedelta(minutes=settings.ACCESS_TOKEN_MINUTES)
+    payload: dict[str, Any] = {
+        "sub": str(user_id),
+        "iss": settings.JWT_ISSUER,
+        "aud": settings.JWT_AUDIENCE,
+        # Millisecond precision lets a password change cut off tokens issued a moment
+        # earlier without also rejecting the ones issued right after it.
+        "iat": round(now.timestamp(), 3),
+        "exp": int(expires.timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(
+        payload,
+        settings.SECRET_KEY.get_secret_value(),
+        algorithm=ALGORITHM,
+        headers={"typ": ACCESS_TOKEN_TYPE},
+    )
+
+
+def decode_access_token(token: str, settings: Settings) -> AccessClaims:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidTokenError("malformed token") from exc
+    # Key-location headers (kid, jku, jwk, x5u, ...) would let the token choose how it is
+    # verified; this service has one key, so any of them means the token is not ours.
+    if set(header) - ALLOWED_HEADERS:
+        raise InvalidTokenError("unexpected token header")
+    if header.get("typ") != ACCESS_TOKEN_TYPE or header.get("alg") != ALGORITHM:
+        raise InvalidTokenError("not an access token")
+    try:
+        claims = jwt.decode(
+            token,
+            settings.SECRET_KEY.get_secret_value(),
+            algorithms=[ALGORITHM],
+            audience=settings.JWT_AUDIENCE,
+            issuer=settings.JWT_ISSUER,
+            leeway=LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS},
+        )
+        return AccessClaims(user_id=uuid.UUID(claims["sub"]), issued_at=float(claims["iat"]))
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise InvalidTokenError("invalid token") from exc
+
+
+def new_opaque_token() -> str:
+    """256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

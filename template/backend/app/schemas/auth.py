@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from app.core.security import PASSWORD_MAX_LENGTH
+
+# Length is checked here so that an oversized password is a 422 before any hashing;
+# the other rules (minimum length, common passwords) give their reason in the service.
+Password = Field(min_length=1, max_length=PASSWORD_MAX_LENGTH)
+
+
+class StrictBody(BaseModel):
+    # Unknown fields are refused rather than ignored: `role` in a registration body is
+    # an error, not something silently dropped.
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterIn(StrictBody):
+    email: EmailStr = Field(max_length=320)
+    password: str = Password
+    full_name: str | None = Field(default=None, max_length=120)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 scheme name
+    expires_in: int
+    refresh_token: str
+
+
+class RefreshIn(StrictBody):
+    refresh_token: str = Field(min_length=1, max_length=256)

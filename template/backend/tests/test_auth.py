@@ -1,0 +1,333 @@
+"""Registration, login, access tokens and refresh rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import select
+
+from app.core.clock import utcnow
+from app.core.config import Settings
+from app.core.security import create_access_token
+from app.models import User
+
+PASSWORD = "correct horse battery staple"
+
+
+async def register(client: AsyncClient, email: str = "ada@example.com") -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(
+    client: AsyncClient, email: str = "ada@example.com", password: str = PASSWORD
+) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/auth/login", data={"username": email, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_register_login_and_read_me(client: AsyncClient) -> None:
+    user = await register(client, "Ada@Example.com")
+    assert user["email"] == "ada@example.com"
+    assert user["role"] == "member"
+    assert user["is_verified"] is False
+    tokens = await login(client)
+    assert tokens["token_type"] == "bearer"
+    assert tokens["expires_in"] == 15 * 60
+    me = await client.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200
+    assert me.json()["id"] == user["id"]
+
+
+async def test_registration_sends_a_verification_link(
+    client: AsyncClient, settings: Settings
+) -> None:
+    await register(client)
+    messages = sorted(settings.EMAIL_OUTBOX_DIR.glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    text = messages[-1].read_text()
+    assert "To: ada@example.com" in text
+    assert f"{settings.FRONTEND_URL}/verify-email#token=" in text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "x@example.com", "password": PASSWORD, "role": "owner"}, "body.role"),
+        ({"email": "not-an-email", "password": PASSWORD}, "body.email"),
+        ({"email": "x@example.com", "password": "p" * 129}, "body.password"),
+    ],
+)
+async def test_register_rejects_bad_bodies(
+    client: AsyncClient, body: dict[str, str], field: str
+) -> None:
+    response = await client.post("/api/v1/auth/register", json=body)
+    assert response.status_code == 422
+    assert field in [detail["field"] for detail in response.json()["error"]["details"]]
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short", "at least 8 characters"),
+        ("password123", "most common"),
+        ("ada@example.com", "must not be your email"),
+    ],
+)
+async def test_register_explains_a_weak_password(
+    client: AsyncClient, password: str, reason: str
+) -> None:
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": "ada@example.com", "password": password}
+    )
+    assert response.status_code == 422
+    assert reason in response.json()["error"]["message"]
+
+
+async def test_passwords_are_not_truncated(client: AsyncClient) -> None:
+    long_password = "a-long passphrase " * 7  # 126 characters, past bcrypt's 72 bytes
+    await client.post(
+        "/api/v1/auth/register", json={"email": "ada@example.com", "password": long_password}
+    )
+    response = await client.post(
+        "/api/v1/auth/login", data={"username": "ada@example.com", "password": long_password[:72]}
+    )
+    assert response.status_code == 401
+
+
+async def test_a_duplicate_email_is_a_conflict(client: AsyncClient) -> None:
+    await register(client)
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": "ADA@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 409
+
+
+async def deactivate(app: FastAPI, email: str) -> None:
+    async with app.state.sessionmaker() as session:
+        user = (await session.scalars(select(User).where(User.email == email))).one()
+        user.is_active = False
+        await session.commit()
+
+
+async def test_login_failures_look_alike(client: AsyncClient, app: FastAPI) -> None:
+    await register(client)
+    await register(client, "gone@example.com")
+    await deactivate(app, "gone@example.com")
+    answers = []
+    for email, password in [
+        ("nobody@example.com", PASSWORD),
+        ("ada@example.com", "wrong password!"),
+        ("gone@example.com", PASSWORD),
+    ]:
+        response = await client.post(
+            "/api/v1/auth/login", data={"username": email, "password": password}
+        )
+        answers.append((response.status_code, response.json()))
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][0] == 401
+
+
+async def test_login_is_throttled_per_account(client: AsyncClient) -> None:
+    await register(client)
+    statuses = []
+    for _ in range(6):
+        response = await client.post(
+            "/api/v1/auth/login",
+            data={"username": "ada@example.com", "password": "wrong password!"},
+            headers={"X-Forwarded-For": str(uuid.uuid4())},
+        )
+        statuses.append(response.status_code)
+    assert statuses == [401] * 5 + [429]
+    assert int(response.headers["retry-after"]) > 0
+    # The right password does not get through a locked account either.
+    response = await client.post(
+        "/api/v1/auth/login", data={"username": "ada@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 429
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(client: AsyncClient) -> None:
+    await register(client)
+    first = await login(client)
+    second = (
+        await client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    ).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    # The rotated-out token comes back: a thief has it, so the whole login ends.
+    reuse = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
+    assert reuse.status_code == 401
+    after = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    assert after.status_code == 401
+    # Other logins are untouched.
+    other = await login(client)
+    ok = await client.post("/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]})
+    assert ok.status_code == 200
+
+
+async def test_concurrent_refreshes_with_one_token_let_at_most_one_through(
+    client: AsyncClient,
+) -> None:
+    await register(client)
+    tokens = await login(client)
+    responses = await asyncio.gather(
+        *[
+            client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+            for _ in range(4)
+        ]
+    )
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses.count(200) <= 1
+    assert all(status in (200, 401) for status in statuses)
+
+
+async def test_logout_revokes_the_family(client: AsyncClient) -> None:
+    await register(client)
+    tokens = await login(client)
+    response = await client.post(
+        "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert response.status_code == 204
+    again = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert again.status_code == 401
+
+
+async def test_a_deactivated_users_token_is_refused(client: AsyncClient, app: FastAPI) -> None:
+    user = await register(client)
+    tokens = await login(client)
+    await deactivate(app, user["email"])
+    response = await client.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 401
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def forge(settings: Settings, user_id: str, **changes: Any) -> str:
+    now = utcnow()
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "iss": settings.JWT_ISSUER,
+        "aud": settings.JWT_AUDIENCE,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=5)).timestamp()),
+    }
+    headers: dict[str, Any] = {"typ": "at+jwt"}
+    key = settings.SECRET_KEY.get_secret_value()
+    algorithm = changes.pop("algorithm", "HS256")
+    headers.update(changes.pop("headers", {}))
+    for name, value in changes.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+
+# Each row: a name and how to make the token from (settings, user id). Add rows to extend.
+JWT_ATTACKS: list[tuple[str, Callable[[Settings, str], str]]] = [
+    ("alg none", lambda s, u: b64({"alg": "none", "typ": "at+jwt"}) + "." + b64({"sub": u}) + "."),
+    ("HS384 instead of HS256", lambda s, u: forge(s, u, algorithm="HS384")),
+    ("empty signature", lambda s, u: forge(s, u).rsplit(".", 1)[0] + "."),
+    (
+        "wrong key",
+        lambda s, u: jwt.encode(
+            {"sub": u}, "another-key-" * 4, algorithm="HS256", headers={"typ": "at+jwt"}
+        ),
+    ),
+    ("kid header", lambda s, u: forge(s, u, headers={"kid": "../../dev/null"})),
+    ("jku header", lambda s, u: forge(s, u, headers={"jku": "https://attacker.invalid/keys"})),
+    ("jwk header", lambda s, u: forge(s, u, headers={"jwk": {"kty": "oct", "k": "AAAA"}})),
+    ("typ JWT, another kind of token", lambda s, u: forge(s, u, headers={"typ": "JWT"})),
+    ("expired", lambda s, u: forge(s, u, exp=int((utcnow() - timedelta(minutes=5)).timestamp()))),
+    ("no exp", lambda s, u: forge(s, u, exp=None)),
+    ("no iat", lambda s, u: forge(s, u, iat=None)),
+    ("no aud", lambda s, u: forge(s, u, aud=None)),
+    ("wrong aud", lambda s, u: forge(s, u, aud="another-api")),
+    ("no iss", lambda s, u: forge(s, u, iss=None)),
+    ("wrong iss", lambda s, u: forge(s, u, iss="someone-else")),
+    ("sub not a uuid", lambda s, u: forge(s, u, sub="admin")),
+    ("sub of nobody", lambda s, u: forge(s, u, sub=str(uuid.uuid4()))),
+    ("garbage", lambda s, u: "not.a.token"),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), JWT_ATTACKS, ids=[name for name, _ in JWT_ATTACKS])
+async def test_forged_access_tokens_get_401(
+    client: AsyncClient, settings: Settings, name: str, make: Callable[[Settings, str], str]
+) -> None:
+    user = await register(client)
+    genuine = forge(settings, user["id"])
+    assert (await client.get("/api/v1/users/me", headers=bearer(genuine))).status_code == 200
+    response = await client.get("/api/v1/users/me", headers=bearer(make(settings, user["id"])))
+    assert response.status_code == 401, name
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def test_access_tokens_carry_the_required_claims(
+    client: AsyncClient, settings: Settings
+) -> None:
+    user = await register(client)
+    token = create_access_token(uuid.UUID(user["id"]), settings, utcnow())
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "at+jwt"}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert {"sub", "iss", "aud", "iat", "exp"} <= set(claims)
+    assert claims["exp"] - claims["iat"] <= 15 * 60 + 1
+
+
+# Routes anyone may call. Every other route must demand authentication: a new route
+# that forgets to is caught here.
+PUBLIC_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/health/ready"),
+    ("POST", "/api/v1/auth/register"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/logout"),
+}
+
+
+async def test_every_route_requires_authentication_unless_public(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    # The OpenAPI document lists every route the app serves, however routers nest.
+    checked = 0
+    for path, operations in app.openapi()["paths"].items():
+        for method in operations:
+            if (method.upper(), path) in PUBLIC_ROUTES:
+                continue
+            concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+            response = await client.request(method.upper(), concrete, json={})
+            assert response.status_code == 401, (method, path)
+            checked += 1
+    assert checked > 0
