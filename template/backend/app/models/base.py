@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from enum import StrEnum
+
+from sqlalchemy import Enum, MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints give Alembic stable names to alter and drop later, on PostgreSQL
@@ -16,3 +18,15 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def string_enum(enum: type[StrEnum], name: str) -> Enum:
+    """Store a StrEnum as its values in a VARCHAR column: the same on every database, and
+    a new member needs no ALTER TYPE."""
+    return Enum(
+        enum,
+        name=name,
+        native_enum=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )

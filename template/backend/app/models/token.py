@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, Enum, ForeignKey, String
+from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.clock import utcnow
-from app.models.base import Base
+from app.models.base import Base, string_enum
 
 
 class TokenPurpose(StrEnum):
@@ -53,15 +53,7 @@ class OneTimeToken(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    purpose: Mapped[TokenPurpose] = mapped_column(
-        Enum(
-            TokenPurpose,
-            name="token_purpose",
-            native_enum=False,
-            length=16,
-            values_callable=lambda purposes: [purpose.value for purpose in purposes],
-        )
-    )
+    purpose: Mapped[TokenPurpose] = mapped_column(string_enum(TokenPurpose, "token_purpose"))
     # A verification token confirms the address it was sent to, not whatever the
     # account's address is by the time it is used.
     email: Mapped[str | None] = mapped_column(String(320))

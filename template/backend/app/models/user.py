@@ -3,11 +3,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, Enum, String, false, func, true
+from sqlalchemy import DateTime, String, false, func, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.rbac import Role
-from app.models.base import Base
+from app.models.base import Base, string_enum
 
 
 class User(Base):
@@ -19,13 +19,7 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     hashed_password: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
-        Enum(
-            Role,
-            name="user_role",
-            native_enum=False,
-            length=16,
-            values_callable=lambda roles: [role.value for role in roles],
-        ),
+        string_enum(Role, "user_role"),
         default=Role.MEMBER,
         server_default=Role.MEMBER.value,
     )
