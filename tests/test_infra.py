@@ -29,9 +29,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TEMPLATE_DIR, Answers, ProjectEnv
+from conftest import TEMPLATE_DIR, UV, Answers, ProjectEnv
 from test_render import COMBINATIONS
-from uv import find_uv_bin
 
 QUESTIONS = yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text())
 PYTHON_VERSIONS: list[str] = QUESTIONS["python_version"]["choices"]
@@ -106,7 +105,7 @@ def uv_env(project_env: ProjectEnv, python_version: str, **extra: str) -> dict[s
     template's own dependencies installed, also when its directory is not on PATH.
     """
     env = {**project_env.env(python_version), **extra}
-    env["PATH"] = f"{Path(find_uv_bin()).parent}{os.pathsep}{env.get('PATH', os.defpath)}"
+    env["PATH"] = f"{Path(UV).parent}{os.pathsep}{env.get('PATH', os.defpath)}"
     return env
 
 
@@ -426,7 +425,7 @@ def install_like_the_image(
     )
     locked = ["--locked"] if (build / "uv.lock").exists() else []
     result = subprocess.run(
-        [find_uv_bin(), "sync", "--no-dev", *locked],
+        [UV, "sync", "--no-dev", *locked],
         cwd=build,
         env=env,
         capture_output=True,

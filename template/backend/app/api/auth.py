@@ -44,6 +44,9 @@ BAD_CREDENTIALS = HTTPException(
     detail="Incorrect email or password.",
     headers={"WWW-Authenticate": "Bearer"},
 )
+INVALID_REFRESH_TOKEN = HTTPException(
+    status_code=status.HTTP_401_UNAUTHORIZED, detail="The refresh token is not valid."
+)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -59,12 +62,11 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-async def token_pair(session: AsyncSession, user: User, settings: Settings) -> TokenPair:
-    refresh = await token_service.start_family(session, user.id, settings)
+def token_pair(user: User, refresh_token: str, settings: Settings) -> TokenPair:
     return TokenPair(
         access_token=create_access_token(user.id, settings, utcnow()),
         expires_in=settings.ACCESS_TOKEN_MINUTES * 60,
-        refresh_token=refresh.token,
+        refresh_token=refresh_token,
     )
 
 
@@ -147,7 +149,8 @@ async def login(
     await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", email)
     logger.info("Login succeeded for user %s from %s", user.id, address)
     response.headers.update(NO_STORE)
-    return await token_pair(session, user, settings)
+    family = await token_service.start_family(session, user.id, settings)
+    return token_pair(user, family.token, settings)
 
 
 @router.post("/refresh", response_model=TokenPair)
@@ -157,20 +160,12 @@ async def refresh(
     try:
         issued = await token_service.rotate(session, body.refresh_token)
     except token_service.RefreshRejectedError:
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED, detail="The refresh token is not valid."
-        ) from None
+        raise INVALID_REFRESH_TOKEN from None
     user = await session.get(User, issued.user_id)
     if user is None or not user.is_active:
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED, detail="The refresh token is not valid."
-        )
+        raise INVALID_REFRESH_TOKEN
     response.headers.update(NO_STORE)
-    return TokenPair(
-        access_token=create_access_token(user.id, settings, utcnow()),
-        expires_in=settings.ACCESS_TOKEN_MINUTES * 60,
-        refresh_token=issued.token,
-    )
+    return token_pair(user, issued.token, settings)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
