@@ -94,6 +94,8 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     async with application.router.lifespan_context(application):
         yield application
         await _empty_tables(application.state.engine)
+    for message in settings.EMAIL_OUTBOX_DIR.glob("*.eml"):
+        message.unlink()
 
 
 async def _empty_tables(engine: AsyncEngine) -> None:

@@ -82,3 +82,9 @@ def test_cors_origins_read_as_a_comma_separated_list(monkeypatch: pytest.MonkeyP
 
 def test_an_empty_redis_url_means_no_redis() -> None:
     assert make_settings(REDIS_URL="").REDIS_URL is None
+
+
+@pytest.mark.parametrize("limit", ["5 per quarter", "five/minute", ""])
+def test_a_malformed_rate_limit_is_refused_with_an_example(limit: str) -> None:
+    with pytest.raises(ValidationError, match="write it as count/period"):
+        make_settings(LOGIN_LIMIT_PER_ACCOUNT=limit)

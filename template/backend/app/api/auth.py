@@ -1,4 +1,11 @@
-"""Authentication: registration, login, token refresh and logout."""
+"""Authentication: registration, login, token refresh and logout, email verification,
+password reset and password change.
+
+Access tokens travel in the Authorization header, refresh and one-time tokens in JSON
+bodies: none of them ever appears in a URL, where proxies and access logs would keep it.
+Links in emails carry their token in the fragment (`#token=`), which browsers do not send
+to servers; the web app posts it to /verify or /reset.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import (
+    CurrentUser,
     SessionDep,
     SettingsDep,
     ThrottleDep,
@@ -20,7 +28,7 @@ from app.api.deps import (
 )
 from app.core.clock import utcnow
 from app.core.config import Settings
-from app.core.rate_limit import RateLimitedError
+from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.security import (
     burn_password_check,
     create_access_token,
@@ -29,9 +37,18 @@ from app.core.security import (
     verify_password,
 )
 from app.models import TokenPurpose, User
-from app.schemas.auth import RefreshIn, RegisterIn, TokenPair
+from app.schemas.auth import (
+    Accepted,
+    ChangePasswordIn,
+    EmailIn,
+    RefreshIn,
+    RegisterIn,
+    ResetIn,
+    TokenIn,
+    TokenPair,
+)
 from app.schemas.user import UserOut
-from app.services import token_service
+from app.services import token_service, user_service
 from app.services.email_service import Email, send_email
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -70,6 +87,10 @@ def token_pair(user: User, refresh_token: str, settings: Settings) -> TokenPair:
     )
 
 
+def link(settings: Settings, page: str, token: str) -> str:
+    return f"{settings.FRONTEND_URL.rstrip('/')}/{page}#token={token}"
+
+
 async def send_verification(
     session: AsyncSession, user: User, settings: Settings, background: BackgroundTasks
 ) -> None:
@@ -80,16 +101,60 @@ async def send_verification(
         timedelta(hours=settings.VERIFY_TOKEN_HOURS),
         email=user.email,
     )
-    # The token travels in the fragment, which browsers never send to a server, so it
-    # stays out of access logs and Referer headers.
-    link = f"{settings.FRONTEND_URL.rstrip('/')}/verify-email#token={token}"
     email = Email(
         to=user.email,
         template="verify_email",
         subject="Confirm your email address",
-        context={"link": link, "valid_hours": settings.VERIFY_TOKEN_HOURS},
+        context={
+            "link": link(settings, "verify-email", token),
+            "valid_hours": settings.VERIFY_TOKEN_HOURS,
+        },
     )
     background.add_task(send_email, email, settings)
+
+
+def send_password_changed(user: User, settings: Settings, background: BackgroundTasks) -> None:
+    email = Email(
+        to=user.email,
+        template="password_changed",
+        subject="Your password was changed",
+        context={},
+    )
+    background.add_task(send_email, email, settings)
+
+
+async def limit_email_requests(
+    request: Request, settings: Settings, throttle: Throttle, kind: str, email: str
+) -> None:
+    # Counted whether or not the account exists, so the limit reveals nothing either.
+    try:
+        await throttle.hit(
+            settings.EMAIL_REQUEST_LIMIT_PER_ADDRESS, "email-request", client_address(request)
+        )
+        await throttle.hit(settings.EMAIL_REQUEST_LIMIT_PER_ACCOUNT, kind, email)
+    except RateLimitedError as exc:
+        raise too_many_requests(exc) from None
+
+
+# The same answer whether or not the address belongs to an account.
+VERIFY_REQUESTED = Accepted(
+    detail="If an account with this address awaits verification, a link is on its way."
+)
+RESET_REQUESTED = Accepted(
+    detail="If an account with this address exists, a password reset link is on its way."
+)
+INVALID_VERIFY_LINK = HTTPException(
+    status_code=status.HTTP_400_BAD_REQUEST,
+    detail="The verification link is not valid or has expired; ask for a new one.",
+)
+INVALID_RESET_LINK = HTTPException(
+    status_code=status.HTTP_400_BAD_REQUEST,
+    detail="The password reset link is not valid or has expired; ask for a new one.",
+)
+
+
+def unacceptable_password(problem: str) -> HTTPException:
+    return HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problem)
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
@@ -102,8 +167,12 @@ async def register(
     email = normalise_email(body.email)
     problem = password_problem(body.password, email=email)
     if problem:
-        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problem)
-    user = User(email=email, hashed_password=hash_password(body.password), full_name=body.full_name)
+        raise unacceptable_password(problem)
+    user = User(
+        email=email,
+        hashed_password=await hash_password(body.password),
+        full_name=body.full_name,
+    )
     session.add(user)
     try:
         await session.flush()
@@ -136,10 +205,10 @@ async def login(
         raise too_many_requests(exc) from None
     user = (await session.scalars(select(User).where(User.email == email))).one_or_none()
     if user is None:
-        burn_password_check(form.password)
+        await burn_password_check(form.password)
         valid, new_hash = False, None
     else:
-        valid, new_hash = verify_password(form.password, user.hashed_password)
+        valid, new_hash = await verify_password(form.password, user.hashed_password)
     if user is None or not valid or not user.is_active:
         await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", email)
         logger.info("Login failed for %s from %s", email, address)
@@ -175,3 +244,138 @@ async def logout(body: RefreshIn, session: SessionDep) -> None:
     family = await token_service.family_of(session, body.refresh_token)
     if family is not None:
         await token_service.revoke_family(session, family.id)
+
+
+async def find_user(session: AsyncSession, email: str) -> User | None:
+    return (await session.scalars(select(User).where(User.email == email))).one_or_none()
+
+
+@router.post("/request-verify", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+async def request_verify(
+    body: EmailIn,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    throttle: ThrottleDep,
+    background: BackgroundTasks,
+) -> Accepted:
+    email = normalise_email(body.email)
+    await limit_email_requests(request, settings, throttle, "request-verify", email)
+    user = await find_user(session, email)
+    if user is not None and user.is_active and not user.is_verified:
+        await send_verification(session, user, settings, background)
+    return VERIFY_REQUESTED
+
+
+@router.post("/verify", status_code=status.HTTP_204_NO_CONTENT)
+async def verify(body: TokenIn, session: SessionDep) -> None:
+    record = await token_service.consume_one_time_token(
+        session, body.token, TokenPurpose.VERIFY_EMAIL
+    )
+    if record is None:
+        raise INVALID_VERIFY_LINK
+    user = await session.get(User, record.user_id)
+    # The link confirms the address it was sent to: if the account's address has
+    # changed since, it confirms nothing.
+    if user is None or not user.is_active or record.email != user.email:
+        raise INVALID_VERIFY_LINK
+    user.is_verified = True
+    await token_service.void_one_time_tokens(session, user.id, TokenPurpose.VERIFY_EMAIL)
+    logger.info("Email verified for user %s", user.id)
+
+
+@router.post("/request-reset", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+async def request_reset(
+    body: EmailIn,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    throttle: ThrottleDep,
+    background: BackgroundTasks,
+) -> Accepted:
+    email = normalise_email(body.email)
+    await limit_email_requests(request, settings, throttle, "request-reset", email)
+    user = await find_user(session, email)
+    if user is not None and user.is_active:
+        token = await token_service.issue_one_time_token(
+            session,
+            user.id,
+            TokenPurpose.RESET_PASSWORD,
+            timedelta(minutes=settings.RESET_TOKEN_MINUTES),
+            email=user.email,
+        )
+        message = Email(
+            to=user.email,
+            template="reset_password",
+            subject="Reset your password",
+            context={
+                "link": link(settings, "reset-password", token),
+                "valid_minutes": settings.RESET_TOKEN_MINUTES,
+            },
+        )
+        background.add_task(send_email, message, settings)
+    return RESET_REQUESTED
+
+
+@router.post("/reset", status_code=status.HTTP_204_NO_CONTENT)
+async def reset(
+    body: ResetIn, session: SessionDep, settings: SettingsDep, background: BackgroundTasks
+) -> None:
+    # The token is looked at before it is spent, so that a password refused for being
+    # weak leaves the link usable for a second try.
+    pending = await token_service.find_one_time_token(
+        session, body.token, TokenPurpose.RESET_PASSWORD
+    )
+    user = await session.get(User, pending.user_id) if pending else None
+    if pending is None or user is None or not user.is_active or pending.email != user.email:
+        raise INVALID_RESET_LINK
+    problem = password_problem(body.new_password, email=user.email)
+    if problem:
+        raise unacceptable_password(problem)
+    if (
+        await token_service.consume_one_time_token(session, body.token, TokenPurpose.RESET_PASSWORD)
+        is None
+    ):
+        raise INVALID_RESET_LINK
+    await user_service.set_password(session, user, body.new_password)
+    # Opening the link proved the address is the user's.
+    user.is_verified = True
+    send_password_changed(user, settings, background)
+    logger.info("Password reset for user %s", user.id)
+
+
+@router.post("/change-password", response_model=TokenPair)
+async def change_password(
+    body: ChangePasswordIn,
+    user: CurrentUser,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    throttle: ThrottleDep,
+    background: BackgroundTasks,
+) -> TokenPair:
+    """Change the password, sign out every session, and return tokens for this one."""
+    # Wrong current passwords count against the same budget as failed logins, so a
+    # stolen access token does not open a way to guess the password.
+    try:
+        await throttle.check(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", user.email)
+    except RateLimitedError as exc:
+        raise too_many_requests(exc) from None
+    valid, _ = await verify_password(body.current_password, user.hashed_password)
+    if not valid:
+        await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", user.email)
+        raise HTTPException(
+            status_code=status.HTTP_400_BAD_REQUEST,
+            detail="The current password is not correct.",
+        )
+    if body.new_password == body.current_password:
+        raise unacceptable_password("The new password must differ from the current one.")
+    problem = password_problem(body.new_password, email=user.email)
+    if problem:
+        raise unacceptable_password(problem)
+    await user_service.set_password(session, user, body.new_password)
+    send_password_changed(user, settings, background)
+    logger.info("Password changed for user %s", user.id)
+    response.headers.update(NO_STORE)
+    family = await token_service.start_family(session, user.id, settings)
+    return token_pair(user, family.token, settings)

@@ -7,13 +7,15 @@ or, to use the user in the route:
     AdminUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.OWNER))]
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in this module: FastAPI reads the signature of
+# the dependency below at run time, and its annotation names an alias imported inside
+# require_roles, which a postponed (string) annotation could not resolve.
 
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING
 
-from fastapi import Depends, HTTPException, status
+from fastapi import HTTPException, status
 
 if TYPE_CHECKING:
     from app.models import User
@@ -25,21 +27,23 @@ class Role(StrEnum):
     MEMBER = "member"
 
 
-def require_roles(*roles: Role) -> Callable[..., Awaitable[User]]:
-    """A dependency that lets through authenticated users holding one of `roles`."""
-    from app.api.deps import get_current_user
+def require_roles(*roles: Role) -> "Callable[..., Awaitable[User]]":
+    """A dependency that lets through authenticated users holding one of `roles`.
+
+    The role is read from the database with the user on every request, never from the
+    token, so a role change applies to the very next request.
+    """
+    # Imported here because the User model imports Role from this module.
+    from app.api.deps import CurrentUser
 
     allowed = frozenset(roles)
 
-    # The parameter is typed Any for FastAPI's sake: User cannot be imported at module
-    # level here, since the User model itself imports Role.
-    async def dependency(user: Annotated[Any, Depends(get_current_user)]) -> User:
-        checked: User = user
-        if checked.role not in allowed:
+    async def dependency(user: CurrentUser) -> "User":
+        if user.role not in allowed:
             raise HTTPException(
                 status_code=status.HTTP_403_FORBIDDEN,
                 detail="Your role does not allow this action.",
             )
-        return checked
+        return user
 
     return dependency

@@ -18,10 +18,12 @@ from importlib import resources
 from typing import Any
 
 import jwt
+from anyio import to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.bcrypt import BcryptHasher
 
+from app.core.clock import to_millisecond
 from app.core.config import Settings
 
 ALGORITHM = "HS256"
@@ -51,13 +53,17 @@ class AccessClaims:
     issued_at: float
 
 
-def hash_password(password: str) -> str:
-    return password_hash.hash(password)
+# Hashing takes tens of milliseconds of CPU by design. The async functions run it in a
+# worker thread (argon2 releases the GIL), so that other requests go on meanwhile.
 
 
-def verify_password(password: str, hashed: str) -> tuple[bool, str | None]:
+async def hash_password(password: str) -> str:
+    return await to_thread.run_sync(password_hash.hash, password)
+
+
+async def verify_password(password: str, hashed: str) -> tuple[bool, str | None]:
     """Check a password; the second value is a new hash when the stored one is outdated."""
-    return password_hash.verify_and_update(password, hashed)
+    return await to_thread.run_sync(password_hash.verify_and_update, password, hashed)
 
 
 @cache
@@ -65,9 +71,9 @@ def _dummy_hash() -> str:
     return password_hash.hash(secrets.token_urlsafe(16))
 
 
-def burn_password_check(password: str) -> None:
+async def burn_password_check(password: str) -> None:
     """Spend the time of a real check, so that unknown emails cannot be told by timing."""
-    password_hash.verify(password, _dummy_hash())
+    await to_thread.run_sync(password_hash.verify, password, _dummy_hash())
 
 
 @cache
@@ -98,7 +104,7 @@ def create_access_token(user_id: uuid.UUID, settings: Settings, now: datetime) -
         "aud": settings.JWT_AUDIENCE,
         # Millisecond precision lets a password change cut off tokens issued a moment
         # earlier without also rejecting the ones issued right after it.
-        "iat": round(now.timestamp(), 3),
+        "iat": to_millisecond(now).timestamp(),
         "exp": int(expires.timestamp()),
         "jti": uuid.uuid4().hex,
     }

@@ -32,3 +32,25 @@ class TokenPair(BaseModel):
 
 class RefreshIn(StrictBody):
     refresh_token: str = Field(min_length=1, max_length=256)
+
+
+class EmailIn(StrictBody):
+    email: EmailStr = Field(max_length=320)
+
+
+class TokenIn(StrictBody):
+    token: str = Field(min_length=1, max_length=256)
+
+
+class ResetIn(StrictBody):
+    token: str = Field(min_length=1, max_length=256)
+    new_password: str = Password
+
+
+class ChangePasswordIn(StrictBody):
+    current_password: str = Password
+    new_password: str = Password
+
+
+class Accepted(BaseModel):
+    detail: str

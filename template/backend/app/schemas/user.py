@@ -21,6 +21,22 @@ class UserOut(BaseModel):
 
 
 class UserUpdate(BaseModel):
+    """What users may change on their own account. Role and status are not here: they
+    are changed by owners and admins through /users/{id}."""
+
     model_config = ConfigDict(extra="forbid")
 
     full_name: str | None = Field(default=None, max_length=120)
+
+
+class RoleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    total: int
+    limit: int
+    offset: int

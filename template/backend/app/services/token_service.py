@@ -65,8 +65,8 @@ async def rotate(session: AsyncSession, token: str) -> IssuedRefreshToken:
     """Exchange a refresh token for a new one in the same family, or raise."""
     token_hash = digest(token)
     now = utcnow()
-    # The claim comes first, before any read: on SQLite a transaction that read before
-    # writing cannot wait for a concurrent writer, while one that starts by writing can.
+    # The claim comes first: the conditional UPDATE locks the row, so of two concurrent
+    # exchanges exactly one matches, and the other then sees the token as used.
     claimed = await session.execute(
         update(RefreshToken)
         .where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None))
@@ -133,6 +133,22 @@ async def issue_one_time_token(
     return token
 
 
+async def find_one_time_token(
+    session: AsyncSession, token: str, purpose: TokenPurpose
+) -> OneTimeToken | None:
+    """The token's record when it is valid now (unused, unexpired, of this purpose)."""
+    return (
+        await session.scalars(
+            select(OneTimeToken).where(
+                OneTimeToken.token_hash == digest(token),
+                OneTimeToken.purpose == purpose,
+                OneTimeToken.used_at.is_(None),
+                OneTimeToken.expires_at > utcnow(),
+            )
+        )
+    ).one_or_none()
+
+
 async def consume_one_time_token(
     session: AsyncSession, token: str, purpose: TokenPurpose
 ) -> OneTimeToken | None:
@@ -149,6 +165,10 @@ async def consume_one_time_token(
             OneTimeToken.expires_at > now,
         )
         .values(used_at=now)
+        # SQLite returns datetimes without a zone, which Python cannot compare with
+        # `now`; "fetch" asks the database which rows matched instead of evaluating the
+        # condition on objects already loaded in the session.
+        .execution_options(synchronize_session="fetch")
     )
     if _rowcount(claimed) != 1:
         return None

@@ -1,0 +1,129 @@
+"""Administrative commands: `python -m app.cli --help`.
+
+python -m app.cli create-owner                     # asks for the password
+OWNER_PASSWORD=... python -m app.cli create-owner  # for scripts and CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.migrations import upgrade_to_head
+from app.core.rbac import Role
+from app.core.security import hash_password, password_problem
+from app.models import User
+
+PASSWORD_VARIABLE = "OWNER_PASSWORD"  # noqa: S105 - the variable's name, not a password
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def read_password(email: str) -> str:
+    password = os.environ.get(PASSWORD_VARIABLE)
+    if password:
+        return password
+    if not sys.stdin.isatty():
+        raise CommandError(
+            f"No terminal to ask for the password; set {PASSWORD_VARIABLE} to pass it."
+        )
+    password = getpass.getpass(f"Password for {email}: ")
+    if getpass.getpass("Repeat it: ") != password:
+        raise CommandError("The two passwords differ; nothing was changed.")
+    return password
+
+
+async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
+    """Create the owner account, or promote an existing account; return what was done."""
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            owner = (
+                await session.scalars(
+                    select(User).where(User.role == Role.OWNER, User.is_active).limit(1)
+                )
+            ).first()
+            if if_none and owner is not None:
+                return f"An owner exists already ({owner.email}); nothing to do."
+            user = (await session.scalars(select(User).where(User.email == email))).one_or_none()
+            if user is not None:
+                if user.role is Role.OWNER and user.is_active:
+                    return f"{email} is an owner already; nothing to do."
+                user.role, user.is_active, user.is_verified = Role.OWNER, True, True
+                return f"{email} is now an owner; its password is unchanged."
+            password = read_password(email)
+            problem = password_problem(password, email=email)
+            if problem:
+                raise CommandError(f"{problem} Nothing was changed.")
+            session.add(
+                User(
+                    email=email,
+                    hashed_password=await hash_password(password),
+                    role=Role.OWNER,
+                    is_verified=True,
+                )
+            )
+            return f"Created the owner account {email}."
+    except (OperationalError, ProgrammingError) as exc:
+        raise CommandError(
+            f"The database is not ready (run `alembic upgrade head` first): {exc.orig or exc}"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
+def normalised_email(raw: str) -> str:
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise CommandError(f"{raw!r} is not a valid email address: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.cli", description="Administrative commands."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    owner = commands.add_parser(
+        "create-owner",
+        help="create the first owner account, or make an existing account an owner",
+        description=(
+            "Create an owner account (verified, able to manage admins), or give an existing "
+            f"account the owner role. The password is asked for, or read from {PASSWORD_VARIABLE}."
+        ),
+    )
+    owner.add_argument(
+        "--email", help="the account's email (default: OWNER_EMAIL from the settings)"
+    )
+    owner.add_argument(
+        "--if-none",
+        action="store_true",
+        help="do nothing when an active owner exists already (for setup scripts)",
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    try:
+        email = normalised_email(args.email or settings.OWNER_EMAIL)
+        if settings.migrate_on_start:
+            upgrade_to_head(settings.DATABASE_URL)
+        print(asyncio.run(create_owner(settings, email, if_none=args.if_none)))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Account changes that carry security rules: passwords, roles and deactivation.
+
+The rules live here rather than in the routes so that the CLI and any future route
+apply them the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import to_millisecond, utcnow
+from app.core.rbac import Role
+from app.core.security import hash_password
+from app.models import TokenPurpose, User
+from app.services import token_service
+
+logger = logging.getLogger("app.auth")
+
+
+class PolicyError(Exception):
+    """An account change the rules forbid. `conflict` means the state, not the actor,
+    is what stands in the way (409 rather than 403)."""
+
+    def __init__(self, message: str, *, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.conflict = conflict
+
+
+async def set_password(session: AsyncSession, user: User, new_password: str) -> None:
+    """Store a new password and end every session of the user: refresh token families
+    are revoked, access tokens issued until now stop working, and pending reset links
+    are voided."""
+    user.hashed_password = await hash_password(new_password)
+    user.tokens_valid_after = to_millisecond(utcnow())
+    await token_service.revoke_all_families(session, user.id)
+    await token_service.void_one_time_tokens(session, user.id, TokenPurpose.RESET_PASSWORD)
+    await session.flush()
+
+
+async def _lock_active_owners(session: AsyncSession) -> set[uuid.UUID]:
+    # FOR UPDATE makes two owners demoting each other at the same moment take turns on
+    # PostgreSQL, so the second one sees the first one's change; SQLite serialises
+    # writers by itself.
+    rows = await session.scalars(
+        select(User.id).where(User.role == Role.OWNER, User.is_active).with_for_update()
+    )
+    return set(rows)
+
+
+async def _guard_last_owner(session: AsyncSession, target: User) -> None:
+    if target.role is not Role.OWNER:
+        return
+    owners = await _lock_active_owners(session)
+    if owners - {target.id}:
+        return
+    raise PolicyError(
+        "This is the last owner; make another user owner before changing this account.",
+        conflict=True,
+    )
+
+
+def _check_authority(actor: User, target: User) -> None:
+    if actor.id == target.id:
+        raise PolicyError(
+            "You cannot change your own role or status; another owner or admin has to."
+        )
+    if actor.role is Role.OWNER:
+        return
+    if actor.role is Role.ADMIN and target.role is Role.MEMBER:
+        return
+    raise PolicyError("Admins manage members only; ask an owner.")
+
+
+async def change_role(session: AsyncSession, actor: User, target: User, role: Role) -> None:
+    if actor.id == target.id:
+        raise PolicyError("You cannot change your own role; another owner has to.")
+    # Granting or revoking admin, and granting owner, are an owner's decisions.
+    if actor.role is not Role.OWNER:
+        raise PolicyError("Only an owner changes roles.")
+    if role is target.role:
+        return
+    if role is not Role.OWNER:
+        await _guard_last_owner(session, target)
+    previous = target.role
+    target.role = role
+    await session.flush()
+    logger.info(
+        "Role of user %s changed from %s to %s by user %s",
+        target.id,
+        previous.value,
+        role.value,
+        actor.id,
+    )
+
+
+async def set_active(session: AsyncSession, actor: User, target: User, *, active: bool) -> None:
+    _check_authority(actor, target)
+    if target.is_active is active:
+        return
+    if not active:
+        await _guard_last_owner(session, target)
+        await token_service.revoke_all_families(session, target.id)
+    target.is_active = active
+    await session.flush()
+    logger.info(
+        "User %s %s by user %s", target.id, "activated" if active else "deactivated", actor.id
+    )
+
+
+async def delete_user(session: AsyncSession, actor: User, target: User) -> None:
+    _check_authority(actor, target)
+    await _guard_last_owner(session, target)
+    await session.delete(target)
+    await session.flush()
+    logger.info("User %s deleted by user %s", target.id, actor.id)
+
+
+async def count_users(session: AsyncSession) -> int:
+    return await session.scalar(select(func.count()).select_from(User)) or 0

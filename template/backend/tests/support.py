@@ -1,0 +1,93 @@
+"""Helpers shared by the tests: accounts, tokens and the console outbox."""
+
+from __future__ import annotations
+
+import email
+import re
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from functools import cache
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from app.core.config import Settings
+from app.core.rbac import Role
+from app.core.security import password_hash
+from app.models import User
+
+PASSWORD = "correct horse battery staple"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def register(client: AsyncClient, email: str = "ada@example.com") -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(
+    client: AsyncClient, email: str = "ada@example.com", password: str = PASSWORD
+) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/auth/login", data={"username": email, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@cache
+def password_hash_of_password() -> str:
+    return password_hash.hash(PASSWORD)
+
+
+async def add_user(
+    app: FastAPI, email: str, role: Role = Role.MEMBER, *, verified: bool = True
+) -> User:
+    """Insert an account directly, faster than registering and verifying it."""
+    async with app.state.sessionmaker() as session:
+        user = User(
+            email=email,
+            hashed_password=password_hash_of_password(),
+            role=role,
+            is_verified=verified,
+        )
+        session.add(user)
+        await session.commit()
+        return user
+
+
+def messages_to(settings: Settings, address: str) -> list[EmailMessage]:
+    """Messages the console backend wrote for `address`, oldest first."""
+    messages = []
+    paths = sorted(
+        settings.EMAIL_OUTBOX_DIR.glob("*.eml"), key=lambda path: path.stat().st_mtime_ns
+    )
+    for path in paths:
+        message = email.message_from_bytes(path.read_bytes(), policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        if message["To"] == address:
+            messages.append(message)
+    return messages
+
+
+def text_body(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    content: str = part.get_content()
+    return content
+
+
+def link_token(message: EmailMessage) -> str:
+    found = re.search(r"#token=([A-Za-z0-9_-]+)", text_body(message))
+    assert found, text_body(message)
+    return found.group(1)

@@ -1,0 +1,174 @@
+"""`python -m app.cli create-owner`: the first owner, with no default password anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app import cli
+from app.core.config import Environment, Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.migrations import upgrade_to_head
+from app.core.rbac import Role
+from app.core.security import password_hash
+from app.models import User
+from tests.conftest import TEST_SECRET_KEY
+from tests.support import PASSWORD, password_hash_of_password
+
+BACKEND_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def database(make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh migrated database that the CLI's settings point at."""
+    url = make_database()
+    upgrade_to_head(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("ENVIRONMENT", Environment.TEST.value)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.delenv(cli.PASSWORD_VARIABLE, raising=False)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def users(url: str) -> list[User]:
+    async def fetch() -> list[User]:
+        settings = Settings(_env_file=None, DATABASE_URL=url, SECRET_KEY=TEST_SECRET_KEY)
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return list(await session.scalars(select(User).order_by(User.email)))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(fetch())
+
+
+def add_member(url: str, email: str) -> None:
+    async def insert() -> None:
+        settings = Settings(_env_file=None, DATABASE_URL=url, SECRET_KEY=TEST_SECRET_KEY)
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine).begin() as session:
+                session.add(User(email=email, hashed_password=password_hash_of_password()))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert())
+
+
+def test_creates_a_verified_owner_from_the_environment(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, PASSWORD)
+    assert cli.main(["create-owner", "--email", "Boss@Example.com"]) == 0
+    assert "Created the owner account boss@example.com" in capsys.readouterr().out
+    (owner,) = users(database)
+    assert (owner.email, owner.role, owner.is_verified) == ("boss@example.com", Role.OWNER, True)
+    assert password_hash.verify(PASSWORD, owner.hashed_password)
+    assert owner.hashed_password.startswith("$argon2id$")
+
+
+def test_the_email_defaults_to_owner_email(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, PASSWORD)
+    monkeypatch.setenv("OWNER_EMAIL", "founder@example.com")
+    assert cli.main(["create-owner"]) == 0
+    assert [user.email for user in users(database)] == ["founder@example.com"]
+
+
+def test_asks_for_the_password_twice_in_a_terminal(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = iter([PASSWORD, "something else entirely"])
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
+    assert cli.main(["create-owner", "--email", "boss@example.com"]) == 1
+    assert "The two passwords differ" in capsys.readouterr().err
+    assert users(database) == []
+
+
+def test_without_a_terminal_or_variable_it_says_what_to_set(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    assert cli.main(["create-owner", "--email", "boss@example.com"]) == 1
+    assert cli.PASSWORD_VARIABLE in capsys.readouterr().err
+    assert users(database) == []
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "message"),
+    [
+        ("boss@example.com", "password123", "most common"),
+        ("boss@example.com", "short", "at least 8"),
+        ("not an email", PASSWORD, "not a valid email address"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    email: str,
+    password: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, password)
+    assert cli.main(["create-owner", "--email", email]) == 1
+    assert message in capsys.readouterr().err
+    assert users(database) == []
+
+
+def test_an_existing_account_is_promoted_with_its_password_kept(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_member(database, "ada@example.com")
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, "an entirely different one")
+    assert cli.main(["create-owner", "--email", "ada@example.com"]) == 0
+    assert "now an owner; its password is unchanged" in capsys.readouterr().out
+    (user,) = users(database)
+    assert user.role is Role.OWNER
+    assert password_hash.verify(PASSWORD, user.hashed_password)
+
+
+def test_if_none_does_nothing_once_an_owner_exists(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, PASSWORD)
+    assert cli.main(["create-owner", "--email", "first@example.com", "--if-none"]) == 0
+    assert cli.main(["create-owner", "--email", "second@example.com", "--if-none"]) == 0
+    assert "An owner exists already (first@example.com)" in capsys.readouterr().out
+    assert [user.email for user in users(database)] == ["first@example.com"]
+
+
+def test_the_command_runs_as_documented_on_a_fresh_embedded_database(tmp_path: Path) -> None:
+    # A real process on a database that does not exist yet, as on a developer's first
+    # day: the embedded SQLite database is created and migrated, then the owner added.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "ENVIRONMENT": "development",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        cli.PASSWORD_VARIABLE: PASSWORD,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "create-owner", "--email", "boss@example.com"],
+        cwd=BACKEND_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert [user.email for user in users(url)] == ["boss@example.com"]
