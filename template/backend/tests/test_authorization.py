@@ -218,22 +218,29 @@ async def set_role(
     )
 
 
+@pytest.fixture
+async def staff(app: FastAPI) -> dict[str, User]:
+    return {
+        "owner": await add_user(app, "owner@example.com", Role.OWNER),
+        "admin": await add_user(app, "admin@example.com", Role.ADMIN),
+        "other admin": await add_user(app, "other@example.com", Role.ADMIN),
+        "member": await add_user(app, "member@example.com"),
+    }
+
+
 async def test_nobody_changes_their_own_role(
-    app: FastAPI, client: AsyncClient, settings: Settings
+    client: AsyncClient, settings: Settings, staff: dict[str, User]
 ) -> None:
-    owner = await add_user(app, "owner@example.com", Role.OWNER)
-    admin = await add_user(app, "admin@example.com", Role.ADMIN)
+    owner, admin = staff["owner"], staff["admin"]
     assert await set_role(client, settings, owner, owner, Role.MEMBER) == 403
     assert await set_role(client, settings, admin, admin, Role.OWNER) == 403
 
 
 async def test_only_an_owner_grants_or_revokes_admin(
-    app: FastAPI, client: AsyncClient, settings: Settings
+    client: AsyncClient, settings: Settings, staff: dict[str, User]
 ) -> None:
-    owner = await add_user(app, "owner@example.com", Role.OWNER)
-    admin = await add_user(app, "admin@example.com", Role.ADMIN)
-    member = await add_user(app, "member@example.com")
-    other_admin = await add_user(app, "other@example.com", Role.ADMIN)
+    owner, admin, member = staff["owner"], staff["admin"], staff["member"]
+    other_admin = staff["other admin"]
     assert await set_role(client, settings, admin, member, Role.ADMIN) == 403
     assert await set_role(client, settings, admin, other_admin, Role.MEMBER) == 403
     assert await set_role(client, settings, owner, member, Role.ADMIN) == 200
@@ -241,12 +248,10 @@ async def test_only_an_owner_grants_or_revokes_admin(
 
 
 async def test_an_admin_cannot_grant_owner_or_touch_owners_and_admins(
-    app: FastAPI, client: AsyncClient, settings: Settings
+    client: AsyncClient, settings: Settings, staff: dict[str, User]
 ) -> None:
-    owner = await add_user(app, "owner@example.com", Role.OWNER)
-    admin = await add_user(app, "admin@example.com", Role.ADMIN)
-    member = await add_user(app, "member@example.com")
-    other_admin = await add_user(app, "other@example.com", Role.ADMIN)
+    owner, admin, member = staff["owner"], staff["admin"], staff["member"]
+    other_admin = staff["other admin"]
     assert await set_role(client, settings, admin, member, Role.OWNER) == 403
     for target in (owner, other_admin):
         for action in ("deactivate", "activate"):

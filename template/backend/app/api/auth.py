@@ -10,6 +10,7 @@ to servers; the web app posts it to /verify or /reset.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated
 
@@ -87,30 +88,46 @@ def token_pair(user: User, refresh_token: str, settings: Settings) -> TokenPair:
     )
 
 
-def link(settings: Settings, page: str, token: str) -> str:
-    return f"{settings.FRONTEND_URL.rstrip('/')}/{page}#token={token}"
+# The web app's pages that links in emails open.
+LINK_PAGES = {
+    TokenPurpose.VERIFY_EMAIL: "verify-email",
+    TokenPurpose.RESET_PASSWORD: "reset-password",
+}
+
+
+async def send_link(
+    session: AsyncSession,
+    user: User,
+    settings: Settings,
+    background: BackgroundTasks,
+    purpose: TokenPurpose,
+    lifetime: timedelta,
+    message: Email,
+) -> None:
+    """Issue a one-time token and mail `message` with its link as "link" in the context."""
+    # Bound to the address the link goes to, so it confirms nothing once that changes.
+    token = await token_service.issue_one_time_token(
+        session, user.id, purpose, lifetime, email=user.email
+    )
+    link = f"{settings.FRONTEND_URL.rstrip('/')}/{LINK_PAGES[purpose]}#token={token}"
+    background.add_task(
+        send_email, replace(message, context={**message.context, "link": link}), settings
+    )
 
 
 async def send_verification(
     session: AsyncSession, user: User, settings: Settings, background: BackgroundTasks
 ) -> None:
-    token = await token_service.issue_one_time_token(
-        session,
-        user.id,
-        TokenPurpose.VERIFY_EMAIL,
-        timedelta(hours=settings.VERIFY_TOKEN_HOURS),
-        email=user.email,
-    )
-    email = Email(
+    message = Email(
         to=user.email,
         template="verify_email",
         subject="Confirm your email address",
-        context={
-            "link": link(settings, "verify-email", token),
-            "valid_hours": settings.VERIFY_TOKEN_HOURS,
-        },
+        context={"valid_hours": settings.VERIFY_TOKEN_HOURS},
     )
-    background.add_task(send_email, email, settings)
+    lifetime = timedelta(hours=settings.VERIFY_TOKEN_HOURS)
+    await send_link(
+        session, user, settings, background, TokenPurpose.VERIFY_EMAIL, lifetime, message
+    )
 
 
 def send_password_changed(user: User, settings: Settings, background: BackgroundTasks) -> None:
@@ -297,23 +314,16 @@ async def request_reset(
     await limit_email_requests(request, settings, throttle, "request-reset", email)
     user = await find_user(session, email)
     if user is not None and user.is_active:
-        token = await token_service.issue_one_time_token(
-            session,
-            user.id,
-            TokenPurpose.RESET_PASSWORD,
-            timedelta(minutes=settings.RESET_TOKEN_MINUTES),
-            email=user.email,
-        )
         message = Email(
             to=user.email,
             template="reset_password",
             subject="Reset your password",
-            context={
-                "link": link(settings, "reset-password", token),
-                "valid_minutes": settings.RESET_TOKEN_MINUTES,
-            },
+            context={"valid_minutes": settings.RESET_TOKEN_MINUTES},
         )
-        background.add_task(send_email, message, settings)
+        lifetime = timedelta(minutes=settings.RESET_TOKEN_MINUTES)
+        await send_link(
+            session, user, settings, background, TokenPurpose.RESET_PASSWORD, lifetime, message
+        )
     return RESET_REQUESTED
 
 

@@ -86,22 +86,22 @@ async def change_role(body: RoleIn, actor: Manager, target: Target, session: Ses
     return target
 
 
-@router.post("/{user_id}/deactivate", response_model=UserOut, dependencies=manager_only)
-async def deactivate(actor: Manager, target: Target, session: SessionDep) -> User:
+async def set_active(actor: User, target: User, session: SessionDep, *, active: bool) -> User:
     try:
-        await user_service.set_active(session, actor, target, active=False)
+        await user_service.set_active(session, actor, target, active=active)
     except user_service.PolicyError as error:
         raise refused(error) from None
     return target
+
+
+@router.post("/{user_id}/deactivate", response_model=UserOut, dependencies=manager_only)
+async def deactivate(actor: Manager, target: Target, session: SessionDep) -> User:
+    return await set_active(actor, target, session, active=False)
 
 
 @router.post("/{user_id}/activate", response_model=UserOut, dependencies=manager_only)
 async def activate(actor: Manager, target: Target, session: SessionDep) -> User:
-    try:
-        await user_service.set_active(session, actor, target, active=True)
-    except user_service.PolicyError as error:
-        raise refused(error) from None
-    return target
+    return await set_active(actor, target, session, active=True)
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=manager_only)
