@@ -27,6 +27,8 @@ from app.models import Base
 
 TEST_SECRET_KEY = "test-only-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
 
+pytest_plugins = ["tests.services"]
+
 
 def postgres_server_url() -> str | None:
     url = os.environ.get("TEST_DATABASE_URL")
@@ -85,6 +87,11 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         DATABASE_URL=database_url,
         REDIS_URL=None,
         EMAIL_OUTBOX_DIR=tmp_path_factory.mktemp("outbox"),
+        UPLOAD_DIR=tmp_path_factory.mktemp("uploads"),
+        STORAGE_BACKEND=None,
+        SMTP_HOST=None,
+        S3_BUCKET=None,
+        JOB_RETRY_INTERVALS=[0],
     )
 
 

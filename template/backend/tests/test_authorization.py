@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import uuid
@@ -22,7 +23,7 @@ from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.rbac import Role
 from app.core.security import create_access_token
-from app.models import TokenPurpose, User
+from app.models import File, TokenPurpose, User
 from app.services import token_service, user_service
 from tests.support import PASSWORD, add_user, bearer
 
@@ -71,6 +72,7 @@ class World:
     refresh_token: str
     verify_token: str
     reset_token: str
+    file_id: uuid.UUID
 
 
 async def make_world(app: FastAPI, settings: Settings) -> World:
@@ -87,6 +89,7 @@ async def make_world(app: FastAPI, settings: Settings) -> World:
             )
             for purpose in TokenPurpose
         }
+    file_id = await store_file(app, target)
     now = utcnow()
     return World(
         tokens={name: create_access_token(user.id, settings, now) for name, user in people.items()},
@@ -94,7 +97,27 @@ async def make_world(app: FastAPI, settings: Settings) -> World:
         refresh_token=family.token,
         verify_token=one_time[TokenPurpose.VERIFY_EMAIL],
         reset_token=one_time[TokenPurpose.RESET_PASSWORD],
+        file_id=file_id,
     )
+
+
+async def store_file(app: FastAPI, owner: User) -> uuid.UUID:
+    """A file of `owner`'s, in storage and in the database, as an upload leaves it."""
+    content = b"quarterly numbers\n"
+    stored = File(
+        owner_id=owner.id,
+        object_key=f"uploads/{uuid.uuid4().hex}",
+        original_name="numbers.txt",
+        content_type="text/plain",
+        size=len(content),
+        checksum_sha256=hashlib.sha256(content).hexdigest(),
+    )
+    upload = await app.state.storage.start_upload(stored.object_key, stored.content_type)
+    await upload.write(content)
+    await upload.complete()
+    async with app.state.sessionmaker.begin() as session:
+        session.add(stored)
+    return stored.id
 
 
 # How each route is called in the matrix: (method, path, request arguments).
@@ -137,11 +160,19 @@ MATRIX_REQUESTS: dict[tuple[str, str], RequestMaker] = {
     ("POST", "/api/v1/users/{user_id}/deactivate"): nothing,
     ("POST", "/api/v1/users/{user_id}/activate"): nothing,
     ("DELETE", "/api/v1/users/{user_id}"): nothing,
+    ("POST", "/api/v1/files"): lambda world, actor: {
+        "files": {"file": ("notes.txt", b"meeting notes\n", "text/plain")}
+    },
+    ("GET", "/api/v1/files"): nothing,
+    ("GET", "/api/v1/files/{file_id}"): nothing,
+    ("GET", "/api/v1/files/{file_id}/download"): nothing,
+    ("DELETE", "/api/v1/files/{file_id}"): nothing,
 }
 
 ACTORS = ("owner", "admin", "member", "anonymous")
 
-# Expected status per actor, in the order of ACTORS, acting on a member's account.
+# Expected status per actor, in the order of ACTORS, acting on a member's account and
+# that member's file.
 # Add a row for every new route; the completeness test below insists.
 MATRIX: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/health"): (200, 200, 200, 200),
@@ -163,6 +194,13 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("POST", "/api/v1/users/{user_id}/deactivate"): (200, 200, 403, 401),
     ("POST", "/api/v1/users/{user_id}/activate"): (200, 200, 403, 401),
     ("DELETE", "/api/v1/users/{user_id}"): (204, 204, 403, 401),
+    # The file belongs to the member under management, not to the member acting: to
+    # them it does not exist.
+    ("POST", "/api/v1/files"): (201, 201, 201, 401),
+    ("GET", "/api/v1/files"): (200, 200, 200, 401),
+    ("GET", "/api/v1/files/{file_id}"): (200, 200, 404, 401),
+    ("GET", "/api/v1/files/{file_id}/download"): (200, 200, 404, 401),
+    ("DELETE", "/api/v1/files/{file_id}"): (204, 204, 404, 401),
 }
 
 CELLS = [
@@ -195,7 +233,7 @@ async def test_authorization_matrix(
     headers = bearer(world.tokens[actor]) if actor in world.tokens else {}
     response = await client.request(
         method,
-        path.replace("{user_id}", str(world.target.id)),
+        path.replace("{user_id}", str(world.target.id)).replace("{file_id}", str(world.file_id)),
         headers=headers,
         **MATRIX_REQUESTS[route](world, actor),
     )

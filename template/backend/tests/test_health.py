@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-
 import pytest
 from httpx import ASGITransport, AsyncClient
 
@@ -22,14 +20,6 @@ async def get_ready(settings: Settings, **overrides: object) -> tuple[int, dict[
     return response.status_code, response.json()
 
 
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get("TEST_REDIS_URL")
-    if url is None:
-        pytest.skip("set TEST_REDIS_URL (for example redis://127.0.0.1:6379/15) to run")
-    return url
-
-
 async def test_liveness(client: AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200
@@ -45,6 +35,7 @@ async def test_ready_checks_the_database_and_skips_unconfigured_redis(client: As
         "checks": {
             "database": {"status": "ok", "detail": None},
             "redis": {"status": "not configured", "detail": None},
+            "storage": {"status": "ok", "detail": None},
         },
     }
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import (
     CurrentUser,
+    Jobs,
+    JobsDep,
     SessionDep,
     SettingsDep,
     ThrottleDep,
@@ -50,7 +52,8 @@ from app.schemas.auth import (
 )
 from app.schemas.user import UserOut
 from app.services import token_service, user_service
-from app.services.email_service import Email, send_email
+from app.services.email_service import Email
+from app.worker.jobs import send_email_job
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 logger = logging.getLogger("app.auth")
@@ -99,7 +102,7 @@ async def send_link(
     session: AsyncSession,
     user: User,
     settings: Settings,
-    background: BackgroundTasks,
+    jobs: Jobs,
     purpose: TokenPurpose,
     lifetime: timedelta,
     message: Email,
@@ -110,13 +113,11 @@ async def send_link(
         session, user.id, purpose, lifetime, email=user.email
     )
     link = f"{settings.FRONTEND_URL.rstrip('/')}/{LINK_PAGES[purpose]}#token={token}"
-    background.add_task(
-        send_email, replace(message, context={**message.context, "link": link}), settings
-    )
+    await jobs.enqueue(send_email_job(replace(message, context={**message.context, "link": link})))
 
 
 async def send_verification(
-    session: AsyncSession, user: User, settings: Settings, background: BackgroundTasks
+    session: AsyncSession, user: User, settings: Settings, jobs: Jobs
 ) -> None:
     message = Email(
         to=user.email,
@@ -125,19 +126,17 @@ async def send_verification(
         context={"valid_hours": settings.VERIFY_TOKEN_HOURS},
     )
     lifetime = timedelta(hours=settings.VERIFY_TOKEN_HOURS)
-    await send_link(
-        session, user, settings, background, TokenPurpose.VERIFY_EMAIL, lifetime, message
-    )
+    await send_link(session, user, settings, jobs, TokenPurpose.VERIFY_EMAIL, lifetime, message)
 
 
-def send_password_changed(user: User, settings: Settings, background: BackgroundTasks) -> None:
+async def send_password_changed(user: User, jobs: Jobs) -> None:
     email = Email(
         to=user.email,
         template="password_changed",
         subject="Your password was changed",
         context={},
     )
-    background.add_task(send_email, email, settings)
+    await jobs.enqueue(send_email_job(email))
 
 
 async def limit_email_requests(
@@ -179,7 +178,7 @@ async def register(
     body: RegisterIn,
     session: SessionDep,
     settings: SettingsDep,
-    background: BackgroundTasks,
+    jobs: JobsDep,
 ) -> User:
     email = normalise_email(body.email)
     problem = password_problem(body.password, email=email)
@@ -198,7 +197,7 @@ async def register(
             status_code=status.HTTP_409_CONFLICT,
             detail="An account with this email exists; log in or reset its password.",
         ) from None
-    await send_verification(session, user, settings, background)
+    await send_verification(session, user, settings, jobs)
     await session.refresh(user)
     return user
 
@@ -274,13 +273,13 @@ async def request_verify(
     session: SessionDep,
     settings: SettingsDep,
     throttle: ThrottleDep,
-    background: BackgroundTasks,
+    jobs: JobsDep,
 ) -> Accepted:
     email = normalise_email(body.email)
     await limit_email_requests(request, settings, throttle, "request-verify", email)
     user = await find_user(session, email)
     if user is not None and user.is_active and not user.is_verified:
-        await send_verification(session, user, settings, background)
+        await send_verification(session, user, settings, jobs)
     return VERIFY_REQUESTED
 
 
@@ -308,7 +307,7 @@ async def request_reset(
     session: SessionDep,
     settings: SettingsDep,
     throttle: ThrottleDep,
-    background: BackgroundTasks,
+    jobs: JobsDep,
 ) -> Accepted:
     email = normalise_email(body.email)
     await limit_email_requests(request, settings, throttle, "request-reset", email)
@@ -322,15 +321,13 @@ async def request_reset(
         )
         lifetime = timedelta(minutes=settings.RESET_TOKEN_MINUTES)
         await send_link(
-            session, user, settings, background, TokenPurpose.RESET_PASSWORD, lifetime, message
+            session, user, settings, jobs, TokenPurpose.RESET_PASSWORD, lifetime, message
         )
     return RESET_REQUESTED
 
 
 @router.post("/reset", status_code=status.HTTP_204_NO_CONTENT)
-async def reset(
-    body: ResetIn, session: SessionDep, settings: SettingsDep, background: BackgroundTasks
-) -> None:
+async def reset(body: ResetIn, session: SessionDep, jobs: JobsDep) -> None:
     # The token is looked at before it is spent, so that a password refused for being
     # weak leaves the link usable for a second try.
     pending = await token_service.find_one_time_token(
@@ -350,7 +347,7 @@ async def reset(
     await user_service.set_password(session, user, body.new_password)
     # Opening the link proved the address is the user's.
     user.is_verified = True
-    send_password_changed(user, settings, background)
+    await send_password_changed(user, jobs)
     logger.info("Password reset for user %s", user.id)
 
 
@@ -362,7 +359,7 @@ async def change_password(
     session: SessionDep,
     settings: SettingsDep,
     throttle: ThrottleDep,
-    background: BackgroundTasks,
+    jobs: JobsDep,
 ) -> TokenPair:
     """Change the password, sign out every session, and return tokens for this one."""
     # Wrong current passwords count against the same budget as failed logins, so a
@@ -384,7 +381,7 @@ async def change_password(
     if problem:
         raise unacceptable_password(problem)
     await user_service.set_password(session, user, body.new_password)
-    send_password_changed(user, settings, background)
+    await send_password_changed(user, jobs)
     logger.info("Password changed for user %s", user.id)
     response.headers.update(NO_STORE)
     family = await token_service.start_family(session, user.id, settings)

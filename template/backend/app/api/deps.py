@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import BackgroundTasks, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,8 @@ from app.core.db import session_scope
 from app.core.rate_limit import Throttle
 from app.core.security import InvalidTokenError, decode_access_token
 from app.models import User
+from app.services.storage_service import Storage
+from app.worker.queue import JobCall, JobQueue
 
 logger = logging.getLogger("app.auth")
 
@@ -44,9 +46,36 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+class Jobs:
+    """The job queue, bound to this request: `await jobs.enqueue(send_email_job(...))`."""
+
+    def __init__(self, queue: JobQueue, background: BackgroundTasks) -> None:
+        self.queue = queue
+        self.background = background
+
+    async def enqueue(self, call: JobCall) -> None:
+        await self.queue.enqueue(call, self.background)
+
+
+def get_jobs(request: Request, background: BackgroundTasks) -> Jobs:
+    return Jobs(request.app.state.queue, background)
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage | None = request.app.state.storage
+    if storage is None:
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="File storage is turned off (STORAGE_BACKEND=none).",
+        )
+    return storage
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 async def get_current_user(

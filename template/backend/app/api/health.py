@@ -1,8 +1,9 @@
 """Liveness and readiness probes.
 
 /health answers as long as the process serves requests: platforms restart the app when it
-fails. /health/ready checks the dependencies the app is configured to use: load balancers
-stop sending traffic while it answers 503, and its body names the failing part.
+fails. /health/ready checks the dependencies the app is configured to use (database,
+Redis, file storage): load balancers stop sending traffic while it answers 503, and its
+body names the failing part.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
+from app.services.storage_service import Storage
 
 router = APIRouter(tags=["health"])
 
@@ -84,6 +86,11 @@ async def readiness(request: Request, response: Response) -> Readiness:
         checks["redis"] = CheckResult(status="not configured")
     else:
         checks["redis"] = await run_check(lambda: check_redis(redis_url), timeout)
+    storage: Storage | None = request.app.state.storage
+    if storage is None:
+        checks["storage"] = CheckResult(status="not configured")
+    else:
+        checks["storage"] = await run_check(storage.check, timeout)
     failing = [name for name, result in checks.items() if result.status == "failing"]
     if failing:
         response.status_code = 503

@@ -20,6 +20,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.services.storage_service import StorageUnavailableError
+from app.worker.queue import QueueUnavailableError
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,6 +86,26 @@ def install_error_handlers(app: FastAPI) -> None:
             "The request is invalid; see details.",
             code="validation_error",
             details=validation_details(exc),
+        )
+
+    # Dependencies the app cannot do without for a request: 503, and the request has
+    # changed nothing (the session rolls back as the error passes through it).
+    @app.exception_handler(QueueUnavailableError)
+    async def queue_unavailable(request: Request, exc: QueueUnavailableError) -> JSONResponse:
+        logger.error("Job queue unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "The job queue is unreachable, so nothing was done; try again in a moment.",
+            headers={"Retry-After": "30"},
+        )
+
+    @app.exception_handler(StorageUnavailableError)
+    async def storage_unavailable(request: Request, exc: StorageUnavailableError) -> JSONResponse:
+        logger.error("Storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "File storage is unreachable, so nothing was stored; try again in a moment.",
+            headers={"Retry-After": "30"},
         )
 
     @app.exception_handler(Exception)

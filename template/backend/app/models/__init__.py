@@ -1,11 +1,14 @@
 """SQLAlchemy models. Import every model here so that Alembic sees the whole schema."""
 
 from app.models.base import Base
+from app.models.file import File, FileStatus
 from app.models.token import OneTimeToken, RefreshToken, RefreshTokenFamily, TokenPurpose
 from app.models.user import User
 
 __all__ = [
     "Base",
+    "File",
+    "FileStatus",
     "OneTimeToken",
     "RefreshToken",
     "RefreshTokenFamily",

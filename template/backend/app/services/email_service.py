@@ -4,13 +4,17 @@ Messages are built with `email.message.EmailMessage` under the default policy, w
 refuses CR/LF in headers, so a user-supplied value cannot inject headers. Bodies come
 from the Jinja templates in app/templates/email/ (`<name>.txt` and `<name>.html`).
 
-The console backend, the embedded default, logs that a message was sent and writes it
-to EMAIL_OUTBOX_DIR; the log line carries no body, since bodies hold one-time links.
+Routes never send mail themselves: they enqueue the send_email job (app/worker/jobs.py),
+which calls `send_email` here. With SMTP_HOST set it goes out through SMTP; otherwise the
+console backend, the embedded default, logs that a message was sent and writes it to
+EMAIL_OUTBOX_DIR. Log lines carry no body, since bodies hold one-time links.
 """
 
 from __future__ import annotations
 
 import logging
+import smtplib
+import ssl
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -20,7 +24,7 @@ from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from app.core.config import Settings
+from app.core.config import Settings, SmtpSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +73,35 @@ class ConsoleBackend:
         logger.info("Email %r to %s written to %s", message["Subject"], message["To"], path)
 
 
+class SmtpBackend:
+    def __init__(self, host: str, settings: Settings) -> None:
+        self.host = host
+        self.port = settings.smtp_port
+        self.security = settings.SMTP_SECURITY
+        self.user = settings.SMTP_USER
+        self.password = settings.SMTP_PASSWORD
+        self.timeout = settings.SMTP_TIMEOUT_SECONDS
+
+    def send(self, message: EmailMessage) -> None:
+        # Certificates are verified against the system's trust store (or SSL_CERT_FILE).
+        context = ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if self.security is SmtpSecurity.SSL:
+            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        with smtp:
+            if self.security is SmtpSecurity.STARTTLS:
+                smtp.starttls(context=context)
+            if self.user and self.password:
+                smtp.login(self.user, self.password.get_secret_value())
+            smtp.send_message(message)
+        logger.info("Email %r to %s sent through %s", message["Subject"], message["To"], self.host)
+
+
 def get_backend(settings: Settings) -> EmailBackend:
+    if settings.SMTP_HOST:
+        return SmtpBackend(settings.SMTP_HOST, settings)
     return ConsoleBackend(settings)
 
 

@@ -1,0 +1,165 @@
+"""Uploads: POST a multipart form with a `file` field; the file streams into storage,
+and the process_file job checks it and marks it ready.
+
+A file is visible to its owner, and to admins and owners; to anyone else it does not
+exist (404, not 403, so ids of other people's files reveal nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import Response
+from sqlalchemy import func, select
+
+from app.api.deps import CurrentUser, JobsDep, SessionDep, SettingsDep, StorageDep, VerifiedUser
+from app.core.rbac import Role
+from app.models import File
+from app.schemas.file import FileOut, FilePage
+from app.services.storage_service import ObjectMissingError
+from app.services.upload_service import (
+    FILE_FIELD,
+    UploadError,
+    check_declared_length,
+    multipart_boundary,
+    receive_upload,
+)
+from app.worker.jobs import process_file_job
+from app.worker.queue import QueueUnavailableError
+
+router = APIRouter(prefix="/files", tags=["files"])
+logger = logging.getLogger(__name__)
+
+# The route reads the body itself, to stream it; this tells /docs what to send.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {FILE_FIELD: {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "The file is larger than MAX_UPLOAD_BYTES"},
+    415: {"description": "Not multipart, or the file's content is not an accepted type"},
+    503: {"description": "Storage or the job queue is unreachable; nothing was stored"},
+}
+
+
+def refuse(error: UploadError) -> HTTPException:
+    return HTTPException(status_code=error.status_code, detail=error.message)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileOut,
+    openapi_extra=UPLOAD_BODY,
+    responses=ERRORS,
+)
+async def upload_file(
+    request: Request,
+    user: VerifiedUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    jobs: JobsDep,
+) -> File:
+    try:
+        boundary = multipart_boundary(request.headers.get("content-type"))
+        check_declared_length(request.headers.get("content-length"), settings.MAX_UPLOAD_BYTES)
+        stored = await receive_upload(
+            request.stream(),
+            boundary,
+            storage,
+            limit=settings.MAX_UPLOAD_BYTES,
+            allowed_types=settings.ALLOWED_UPLOAD_TYPES,
+        )
+    except UploadError as error:
+        raise refuse(error) from None
+    file = File(owner_id=user.id, **asdict(stored))
+    session.add(file)
+    # The job reads the row, so the row must be committed before the job can start.
+    await session.commit()
+    try:
+        await jobs.enqueue(process_file_job(file.id))
+    except QueueUnavailableError:
+        # Undo, so that no file sits forever unprocessed.
+        await session.delete(file)
+        await session.commit()
+        await storage.delete(file.object_key)
+        raise
+    logger.info("File %s uploaded by user %s: %d bytes", file.id, user.id, file.size)
+    return file
+
+
+@router.get("", response_model=FilePage)
+async def list_files(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> FilePage:
+    """The signed-in user's own files, newest first."""
+    mine = select(File).where(File.owner_id == user.id)
+    files = await session.scalars(
+        mine.order_by(File.created_at.desc(), File.id).limit(limit).offset(offset)
+    )
+    total = await session.scalar(select(func.count()).select_from(mine.subquery()))
+    return FilePage(
+        items=[FileOut.model_validate(file) for file in files],
+        total=total or 0,
+        limit=limit,
+        offset=offset,
+    )
+
+
+async def get_visible_file(file_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> File:
+    file = await session.get(File, file_id)
+    if file is None or (file.owner_id != user.id and user.role not in {Role.ADMIN, Role.OWNER}):
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="No such file.")
+    return file
+
+
+VisibleFile = Annotated[File, Depends(get_visible_file)]
+
+
+@router.get("/{file_id}", response_model=FileOut)
+async def read_file(file: VisibleFile) -> File:
+    return file
+
+
+@router.get(
+    "/{file_id}/download",
+    response_class=Response,
+    responses={
+        200: {"description": "The file, as an attachment (local storage)"},
+        307: {"description": "A short-lived presigned URL to fetch the file from (S3)"},
+    },
+)
+async def download_file(file: VisibleFile, storage: StorageDep) -> Response:
+    try:
+        return storage.download_response(file.object_key, file.original_name, file.content_type)
+    except ObjectMissingError:
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND, detail="The file's content is gone."
+        ) from None
+
+
+@router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_file(file: VisibleFile, session: SessionDep, storage: StorageDep) -> None:
+    # The object goes first: if storage fails, the row stays and the delete can be
+    # tried again, rather than leaving an object nothing refers to.
+    await storage.delete(file.object_key)
+    await session.delete(file)
+    logger.info("File %s deleted", file.id)

@@ -1,0 +1,1 @@
+"""Background jobs: the queue seam the app enqueues through, the jobs, and the worker."""

@@ -1,0 +1,164 @@
+"""Real services for the tests, on loopback: an S3 endpoint (moto's server), an SMTP
+server (aiosmtpd), Redis (TEST_REDIS_URL), and the RQ worker as a separate process.
+
+moto and aiosmtpd come with the dev dependencies, so their tests always run. Redis
+tests need TEST_REDIS_URL; they skip without it, or fail with REQUIRE_REDIS=1 (as CI
+runs them). The Redis database named there is emptied before each such test.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from moto.server import ThreadedMotoServer
+from pydantic import SecretStr
+from redis import Redis
+
+from app.core.config import Settings, SmtpSecurity
+
+BACKEND_DIR = Path(__file__).resolve().parents[1]
+S3_KEYS = {"S3_ACCESS_KEY_ID": "testing", "S3_SECRET_ACCESS_KEY": SecretStr("testing")}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_endpoint: str) -> dict[str, Any]:
+    """Settings overrides for a fresh, empty bucket on the S3 endpoint."""
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=bucket)
+    return {
+        "S3_ENDPOINT_URL": s3_endpoint,
+        "S3_BUCKET": bucket,
+        "S3_REGION": "us-east-1",
+        "S3_FORCE_PATH_STYLE": True,
+        **S3_KEYS,
+    }
+
+
+class Mailbox:
+    """What the SMTP server received. With `refusing` set it answers DATA with 451."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.refusing = False
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+        if self.refusing:
+            return "451 Requested action aborted: try again later"
+        content = envelope.content
+        raw = content if isinstance(content, bytes) else (content or "").encode()
+        message = email.message_from_bytes(raw, policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [message for message in self.messages if message["To"] == address]
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Controller, Mailbox]]:
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: tuple[Controller, Mailbox]) -> Mailbox:
+    _, box = smtp_server
+    box.messages.clear()
+    box.refusing = False
+    return box
+
+
+@pytest.fixture
+def smtp_settings(smtp_server: tuple[Controller, Mailbox], mailbox: Mailbox) -> dict[str, Any]:
+    controller, _ = smtp_server
+    return {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": controller.port,
+        "SMTP_SECURITY": SmtpSecurity.NONE,
+        "SMTP_TIMEOUT_SECONDS": 5.0,
+    }
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url is None:
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail("REQUIRE_REDIS=1 but TEST_REDIS_URL is not set")
+        pytest.skip("set TEST_REDIS_URL (for example redis://127.0.0.1:6379/15) to run")
+    Redis.from_url(url).flushdb()
+    return url
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce `settings` in another process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, list):
+            value = ",".join(str(item) for item in value)
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[name] = str(value)
+    return env
+
+
+def run_worker(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """`python -m app.worker --burst` in its own process: it runs what is queued, then exits."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "app.worker", "--burst"],
+        cwd=BACKEND_DIR,
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 120
+    return result

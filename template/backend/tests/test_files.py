@@ -1,0 +1,263 @@
+"""Uploads on the embedded defaults: local storage, jobs run after the response."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from app.core.clock import utcnow
+from app.core.config import Settings, StorageBackend
+from app.core.rbac import Role
+from app.core.security import create_access_token
+from app.main import create_app
+from app.models import User
+from app.services.upload_service import safe_filename
+from tests.support import add_user, bearer
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+HTML = b"<!DOCTYPE html><html><script>alert(document.cookie)</script></html>"
+
+
+async def headers_of(
+    app: FastAPI, settings: Settings, email: str, **options: Any
+) -> dict[str, str]:
+    user = await add_user(app, email, **options)
+    return bearer(create_access_token(user.id, settings, utcnow()))
+
+
+@pytest.fixture
+async def ada(app: FastAPI, settings: Settings) -> dict[str, str]:
+    return await headers_of(app, settings, "ada@example.com")
+
+
+async def upload(
+    client: AsyncClient,
+    headers: dict[str, str],
+    content: bytes,
+    name: str = "picture.png",
+    declared: str = "image/png",
+) -> Any:
+    return await client.post(
+        "/api/v1/files", headers=headers, files={"file": (name, content, declared)}
+    )
+
+
+async def test_an_upload_is_stored_processed_and_downloaded(
+    client: AsyncClient, ada: dict[str, str]
+) -> None:
+    response = await upload(client, ada, PNG)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["content_type"] == "image/png"
+    assert created["size"] == len(PNG)
+    assert created["checksum_sha256"] == hashlib.sha256(PNG).hexdigest()
+    # Without Redis the job ran after the response, in the API process.
+    file = (await client.get(f"/api/v1/files/{created['id']}", headers=ada)).json()
+    assert file["status"] == "ready"
+    assert file["processed_at"] is not None
+    download = await client.get(f"/api/v1/files/{created['id']}/download", headers=ada)
+    assert download.status_code == 200
+    assert download.content == PNG
+    assert download.headers["content-type"] == "image/png"
+    assert download.headers["content-disposition"].startswith('attachment; filename="picture.png"')
+    assert download.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_the_limit_is_exact(
+    client: AsyncClient, ada: dict[str, str], settings: Settings
+) -> None:
+    limit = settings.MAX_UPLOAD_BYTES
+    at_limit = PNG + b"\0" * (limit - len(PNG))
+    assert (await upload(client, ada, at_limit)).status_code == 201
+    over = await upload(client, ada, at_limit + b"\0")
+    assert over.status_code == 413
+    assert "limit of 10 MiB (MAX_UPLOAD_BYTES)" in over.json()["error"]["message"]
+
+
+async def chunked(content: bytes, boundary: str) -> AsyncIterator[bytes]:
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    for start in range(0, len(content), 64 * 1024):
+        yield content[start : start + 64 * 1024]
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+async def test_a_chunked_body_without_length_is_held_to_the_limit(
+    client: AsyncClient, ada: dict[str, str], settings: Settings
+) -> None:
+    boundary = "limit-test-boundary"
+    content = PNG + b"\0" * settings.MAX_UPLOAD_BYTES
+    response = await client.post(
+        "/api/v1/files",
+        headers={**ada, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content=chunked(content, boundary),
+    )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    files = (await client.get("/api/v1/files", headers=ada)).json()
+    assert files["total"] == 0
+
+
+async def test_a_declared_oversize_body_is_refused_before_it_is_read(
+    client: AsyncClient, ada: dict[str, str], settings: Settings
+) -> None:
+    response = await client.post(
+        "/api/v1/files",
+        headers={
+            **ada,
+            "Content-Type": "multipart/form-data; boundary=x",
+            "Content-Length": str(settings.MAX_UPLOAD_BYTES * 2),
+        },
+        content=b"",
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content", "detected"),
+    [
+        (HTML, "text/html"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", "image/svg+xml"),
+        (b"MZ\x90\x00" + bytes(600), "application/octet-stream"),
+    ],
+)
+async def test_the_type_comes_from_the_content_not_the_name_or_header(
+    client: AsyncClient, ada: dict[str, str], content: bytes, detected: str
+) -> None:
+    response = await upload(client, ada, content, name="avatar.png", declared="image/png")
+    assert response.status_code == 415
+    assert f"content is {detected}" in response.json()["error"]["message"]
+
+
+async def test_text_is_recognised_whatever_it_is_called(
+    client: AsyncClient, ada: dict[str, str]
+) -> None:
+    response = await upload(client, ada, "naïve café notes\n".encode(), name="x.bin", declared="")
+    assert response.status_code == 201
+    assert response.json()["content_type"] == "text/plain"
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\system.ini", "system.ini"),
+        ("C:\\Users\\ada\\report.png", "report.png"),
+        ("   ", "upload"),
+    ],
+)
+async def test_path_traversal_in_the_filename_goes_nowhere(
+    client: AsyncClient, ada: dict[str, str], settings: Settings, name: str, kept: str
+) -> None:
+    response = await upload(client, ada, PNG, name=name)
+    assert response.status_code == 201, response.text
+    assert response.json()["original_name"] == kept
+    stored = [path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()]
+    assert all(path.is_relative_to(settings.UPLOAD_DIR) for path in stored)
+    assert all(kept not in path.name for path in stored)  # the object is named by a UUID
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("application/json", b'{"file": "x"}', 415),
+        ("multipart/form-data", b"", 415),  # no boundary
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--b--\r\n',
+            422,
+        ),
+    ],
+)
+async def test_a_body_without_a_file_says_what_to_send(
+    client: AsyncClient, ada: dict[str, str], content_type: str, body: bytes, status: int
+) -> None:
+    response = await client.post(
+        "/api/v1/files", headers={**ada, "Content-Type": content_type}, content=body
+    )
+    assert response.status_code == status
+    assert "'file'" in response.json()["error"]["message"]
+
+
+async def test_uploading_needs_a_verified_address(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    headers = await headers_of(app, settings, "new@example.com", verified=False)
+    assert (await upload(client, headers, PNG)).status_code == 403
+
+
+async def test_other_peoples_files_do_not_exist_for_members(
+    app: FastAPI, client: AsyncClient, settings: Settings, ada: dict[str, str]
+) -> None:
+    file_id = (await upload(client, ada, PNG)).json()["id"]
+    bob = await headers_of(app, settings, "bob@example.com")
+    admin = await headers_of(app, settings, "admin@example.com", role=Role.ADMIN)
+    for method, path in [
+        ("GET", f"/api/v1/files/{file_id}"),
+        ("GET", f"/api/v1/files/{file_id}/download"),
+        ("DELETE", f"/api/v1/files/{file_id}"),
+    ]:
+        response = await client.request(method, path, headers=bob)
+        assert response.status_code == 404
+    assert (await client.get("/api/v1/files", headers=bob)).json()["total"] == 0
+    assert (await client.get(f"/api/v1/files/{file_id}", headers=admin)).status_code == 200
+
+
+async def test_deleting_a_file_removes_the_object(
+    client: AsyncClient, ada: dict[str, str], settings: Settings
+) -> None:
+    file_id = (await upload(client, ada, PNG)).json()["id"]
+    assert any(path.is_file() for path in settings.UPLOAD_DIR.rglob("*"))
+    before = {path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()}
+    response = await client.delete(f"/api/v1/files/{file_id}", headers=ada)
+    assert response.status_code == 204
+    after = {path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()}
+    assert len(before - after) == 1
+    assert (await client.get(f"/api/v1/files/{file_id}", headers=ada)).status_code == 404
+
+
+async def test_the_file_list_pages_newest_first(client: AsyncClient, ada: dict[str, str]) -> None:
+    ids = [(await upload(client, ada, PNG, name=f"{n}.png")).json()["id"] for n in range(3)]
+    first = (await client.get("/api/v1/files?limit=2", headers=ada)).json()
+    second = (await client.get("/api/v1/files?limit=2&offset=2", headers=ada)).json()
+    assert first["total"] == second["total"] == 3
+    assert [item["id"] for item in first["items"] + second["items"]] == ids[::-1]
+
+
+async def test_with_storage_turned_off_uploads_get_a_clear_503(
+    settings: Settings, tmp_path: Any
+) -> None:
+    app = create_app(settings.model_copy(update={"STORAGE_BACKEND": StorageBackend.NONE}))
+    async with app.router.lifespan_context(app):
+        user: User = await add_user(app, "ada@example.com")
+        transport = ASGITransport(app=app)
+        async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+            headers = bearer(create_access_token(user.id, settings, utcnow()))
+            response = await upload(client, headers, PNG)
+            ready = await client.get("/health/ready")
+        async with app.state.sessionmaker.begin() as session:
+            await session.delete(await session.get(User, user.id))
+    assert response.status_code == 503
+    assert "STORAGE_BACKEND=none" in response.json()["error"]["message"]
+    assert ready.json()["checks"]["storage"]["status"] == "not configured"
+
+
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [
+        ("report\x00.png", "report.png"),
+        ("invoice\u202egnp.exe", "invoicegnp.exe"),  # a right-to-left override, removed
+        ("a\r\nSubject: hi.txt", "aSubject: hi.txt"),
+        ("x" * 300 + ".png", "x" * 255),
+        ("..", "upload"),
+    ],
+)
+def test_safe_filename(raw: str, safe: str) -> None:
+    assert safe_filename(raw) == safe
