@@ -16,14 +16,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import delete, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.config import Environment, Settings, async_database_url
 from app.core.migrations import upgrade_to_head
 from app.main import create_app
-from app.models import Base
+from tests.support import empty_tables
 
 TEST_SECRET_KEY = "test-only-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
 
@@ -100,15 +100,9 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
-        await _empty_tables(application.state.engine)
+        await empty_tables(application.state.engine)
     for message in settings.EMAIL_OUTBOX_DIR.glob("*.eml"):
         message.unlink()
-
-
-async def _empty_tables(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            await connection.execute(delete(table))
 
 
 @pytest.fixture

@@ -4,20 +4,53 @@ from __future__ import annotations
 
 import email
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from functools import cache
 from typing import Any
 
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.rbac import Role
-from app.core.security import password_hash
-from app.models import User
+from app.core.security import create_access_token, password_hash
+from app.main import create_app
+from app.models import Base, User
 
 PASSWORD = "correct horse battery staple"
+
+
+async def empty_tables(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            await connection.execute(delete(table))
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, **overrides: Any
+) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
+    """An app on `settings` with `overrides`, and a client for it; tables emptied after."""
+    application = create_app(settings.model_copy(update=overrides))
+    async with application.router.lifespan_context(application):
+        transport = ASGITransport(app=application, raise_app_exceptions=False)
+        try:
+            async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+                yield application, client
+        finally:
+            await empty_tables(application.state.engine)
+
+
+async def token_for(app: FastAPI, settings: Settings, email: str, **options: Any) -> dict[str, str]:
+    """Authorization headers of a new account (verified member unless told otherwise)."""
+    user = await add_user(app, email, **options)
+    return bearer(create_access_token(user.id, settings, utcnow()))
 
 
 def bearer(token: str) -> dict[str, str]:

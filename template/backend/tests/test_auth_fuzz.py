@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import _empty_tables
-from tests.support import PASSWORD
+from tests.support import PASSWORD, empty_tables
 
 FUZZ = hypothesis_settings(
     max_examples=150,
@@ -70,7 +69,7 @@ def running(settings: Settings) -> Iterator[Running]:
             yield running
         finally:
             portal.call(client.aclose)
-            portal.call(_empty_tables, app.state.engine)
+            portal.call(empty_tables, app.state.engine)
 
 
 json_scalars = (

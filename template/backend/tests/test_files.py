@@ -17,22 +17,15 @@ from app.core.security import create_access_token
 from app.main import create_app
 from app.models import User
 from app.services.upload_service import safe_filename
-from tests.support import add_user, bearer
+from tests.support import add_user, bearer, token_for
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 HTML = b"<!DOCTYPE html><html><script>alert(document.cookie)</script></html>"
 
 
-async def headers_of(
-    app: FastAPI, settings: Settings, email: str, **options: Any
-) -> dict[str, str]:
-    user = await add_user(app, email, **options)
-    return bearer(create_access_token(user.id, settings, utcnow()))
-
-
 @pytest.fixture
 async def ada(app: FastAPI, settings: Settings) -> dict[str, str]:
-    return await headers_of(app, settings, "ada@example.com")
+    return await token_for(app, settings, "ada@example.com")
 
 
 async def upload(
@@ -189,7 +182,7 @@ async def test_a_body_without_a_file_says_what_to_send(
 async def test_uploading_needs_a_verified_address(
     app: FastAPI, client: AsyncClient, settings: Settings
 ) -> None:
-    headers = await headers_of(app, settings, "new@example.com", verified=False)
+    headers = await token_for(app, settings, "new@example.com", verified=False)
     assert (await upload(client, headers, PNG)).status_code == 403
 
 
@@ -197,8 +190,8 @@ async def test_other_peoples_files_do_not_exist_for_members(
     app: FastAPI, client: AsyncClient, settings: Settings, ada: dict[str, str]
 ) -> None:
     file_id = (await upload(client, ada, PNG)).json()["id"]
-    bob = await headers_of(app, settings, "bob@example.com")
-    admin = await headers_of(app, settings, "admin@example.com", role=Role.ADMIN)
+    bob = await token_for(app, settings, "bob@example.com")
+    admin = await token_for(app, settings, "admin@example.com", role=Role.ADMIN)
     for method, path in [
         ("GET", f"/api/v1/files/{file_id}"),
         ("GET", f"/api/v1/files/{file_id}/download"),

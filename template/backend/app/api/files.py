@@ -75,6 +75,9 @@ async def upload_file(
     storage: StorageDep,
     jobs: JobsDep,
 ) -> File:
+    # Nothing is written until the body is in; ending the transaction that loading the
+    # user began frees the connection (and SQLite's write lock) for the upload's length.
+    await session.commit()
     try:
         boundary = multipart_boundary(request.headers.get("content-type"))
         check_declared_length(request.headers.get("content-length"), settings.MAX_UPLOAD_BYTES)

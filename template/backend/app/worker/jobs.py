@@ -13,6 +13,8 @@ import logging
 import uuid
 from typing import Any
 
+from sqlalchemy import update
+
 from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
@@ -52,16 +54,22 @@ def process_file_job(file_id: uuid.UUID) -> JobCall:
 
 async def _process_file(file_id: uuid.UUID, settings: Settings) -> None:
     engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
     try:
-        async with create_sessionmaker(engine).begin() as session:
+        # Short transactions on either side of the read: no connection is held while
+        # the object streams back from storage.
+        async with sessionmaker() as session:
             file = await session.get(File, file_id)
-            if file is None:
-                logger.info("File %s was deleted before it was processed", file_id)
-                return
-            status, detail = await asyncio.to_thread(_measure, file, settings)
-            file.status, file.processed_at = status, utcnow()
-            log = logger.info if status is FileStatus.READY else logger.warning
-            log("File %s %s: %s", file_id, status.value, detail)
+        if file is None:
+            logger.info("File %s was deleted before it was processed", file_id)
+            return
+        status, detail = await asyncio.to_thread(_measure, file, settings)
+        async with sessionmaker.begin() as session:
+            await session.execute(
+                update(File).where(File.id == file_id).values(status=status, processed_at=utcnow())
+            )
+        log = logger.info if status is FileStatus.READY else logger.warning
+        log("File %s %s: %s", file_id, status.value, detail)
     finally:
         await engine.dispose()
 
