@@ -54,6 +54,7 @@ def test_suite_passes_on_postgres_and_redis(
         TEST_DATABASE_URL=POSTGRES_SERVER,
         TEST_REDIS_URL=REDIS_URL,
         REQUIRE_POSTGRES="1",
+        REQUIRE_REDIS="1",
     )
     assert " passed" in result.stdout
     assert "skipped" not in result.stdout

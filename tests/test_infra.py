@@ -218,13 +218,32 @@ def test_compose_stack_is_wired_together(project: Path, tmp_path: Path) -> None:
     assert backend["build"]["context"] == migrate["build"]["context"] == str(project)
     assert migrate["command"] == ["alembic", "upgrade", "head"]
     assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
-    assert {name: dep["condition"] for name, dep in backend["depends_on"].items()} == {
+    conditions = {
         "db": "service_healthy",
         "redis": "service_healthy",
         "migrate": "service_completed_successfully",
+        "minio-bucket": "service_completed_successfully",
+        "mailpit": "service_started",
     }
-    for name in ("db", "redis", "backend"):
+    assert {name: dep["condition"] for name, dep in backend["depends_on"].items()} == conditions
+    for name in ("db", "redis", "backend", "minio"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
+
+    # The worker is the same image and configuration with another command, and waits
+    # for the same services.
+    worker = services["worker"]
+    assert worker["image"] == backend["image"]
+    assert worker["command"] == ["python", "-m", "app.worker"]
+    assert worker["environment"] == backend["environment"]
+    assert {name: dep["condition"] for name, dep in worker["depends_on"].items()} == conditions
+
+    # Development mail and storage: the app sends to Mailpit and stores in the bucket
+    # that the one-shot minio-bucket service creates.
+    assert backend["environment"]["SMTP_HOST"] == "mailpit"
+    assert backend["environment"]["S3_ENDPOINT_URL"] == "http://minio:9000"
+    bucket = backend["environment"]["S3_BUCKET"]
+    assert f"local/{bucket}" in services["minio-bucket"]["entrypoint"][-1]
+    assert services["minio-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
 
     environment = backend["environment"]
     assert environment == migrate["environment"]
@@ -246,6 +265,9 @@ def test_compose_stack_is_wired_together(project: Path, tmp_path: Path) -> None:
 # Docker's grammar for one component of an image name, and Compose's for a project name.
 IMAGE_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# S3's rule for bucket names: 3 to 63 lowercase letters, digits, dots and hyphens,
+# starting and ending with a letter or digit.
+S3_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def test_compose_names_are_valid_for_an_awkward_slug(
@@ -257,8 +279,19 @@ def test_compose_names_are_valid_for_an_awkward_slug(
     model = resolved_compose_model(project, tmp_path)
     assert PROJECT_NAME.fullmatch(model["name"]), model["name"]
     for service in model["services"].values():
-        name = service["image"].rsplit(":", 1)[0]
+        name = service["image"].rsplit(":", 1)[0].rsplit("/", 1)[-1]
         assert IMAGE_NAME.fullmatch(name), service["image"]
+    bucket = model["services"]["backend"]["environment"]["S3_BUCKET"]
+    assert S3_BUCKET_NAME.fullmatch(bucket), bucket
+
+
+def test_the_uploads_bucket_name_stays_valid_for_a_long_slug(
+    render: Callable[..., Path], tmp_path: Path
+) -> None:
+    project = render(project_name="Long", project_slug="a_" * 40 + "z")
+    model = resolved_compose_model(project, tmp_path)
+    bucket = model["services"]["backend"]["environment"]["S3_BUCKET"]
+    assert S3_BUCKET_NAME.fullmatch(bucket), bucket
 
 
 def test_compose_checks_reject_broken_files(default_project: Path, tmp_path: Path) -> None:

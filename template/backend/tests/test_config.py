@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from pydantic import ValidationError
 
-from app.core.config import Environment, Settings, async_database_url
+from app.core.config import (
+    PROJECT_DIR,
+    Environment,
+    Settings,
+    StorageBackend,
+    async_database_url,
+)
 
 STRONG_KEY = "q7V2mZ8xK4pL0sN9tR3wY6bC1dF5gH2jA8eU4iO7kM0"
 
@@ -88,3 +95,36 @@ def test_an_empty_redis_url_means_no_redis() -> None:
 def test_a_malformed_rate_limit_is_refused_with_an_example(limit: str) -> None:
     with pytest.raises(ValidationError, match="write it as count/period"):
         make_settings(LOGIN_LIMIT_PER_ACCOUNT=limit)
+
+
+def test_every_setting_is_documented_in_env_template() -> None:
+    template = (PROJECT_DIR / ".env.template").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", template, flags=re.MULTILINE))
+    missing = set(Settings.model_fields) - documented
+    assert not missing, f"add these to .env.template, with a comment: {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"SMTP_USER": "mailer"}, "SMTP_USER is set but SMTP_PASSWORD is not"),
+        ({"STORAGE_BACKEND": "s3"}, "STORAGE_BACKEND is s3 but S3_BUCKET is not set"),
+        ({"JOB_RETRY_INTERVALS": "10,-5"}, "cannot be negative"),
+    ],
+)
+def test_service_settings_that_cannot_work_are_refused(
+    values: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        make_settings(**values)
+
+
+def test_service_defaults_follow_what_is_configured() -> None:
+    assert make_settings().storage_backend is StorageBackend.LOCAL
+    assert make_settings(S3_BUCKET="uploads").storage_backend is StorageBackend.S3
+    assert make_settings(SMTP_SECURITY="ssl").smtp_port == 465
+    assert make_settings(SMTP_SECURITY="none", SMTP_PORT=2525).smtp_port == 2525
+    assert make_settings(ALLOWED_UPLOAD_TYPES="image/png, text/plain").ALLOWED_UPLOAD_TYPES == [
+        "image/png",
+        "text/plain",
+    ]
