@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import boto3
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # S3 wants parts of at least 5 MiB, the last excepted; this is also the most an upload
 # buffers in memory.
@@ -130,12 +129,11 @@ class S3Upload:
             logger.warning("Could not abort the multipart upload of %s", self.key)
 
 
-async def s3_call(function: Callable[..., T], *args: Any) -> T:
+async def s3_call(function: Callable[..., object], *args: Any) -> None:
     try:
-        result = await to_thread.run_sync(function, *args)
+        await to_thread.run_sync(function, *args)
     except (BotoCoreError, ClientError) as exc:
         raise StorageUnavailableError(str(exc)) from exc
-    return result
 
 
 class S3Storage:
@@ -238,12 +236,11 @@ class LocalUpload:
         self.partial.unlink(missing_ok=True)
 
 
-async def local_call(function: Callable[..., T], *args: Any) -> T:
+async def local_call(function: Callable[..., object], *args: Any) -> None:
     try:
-        result = await to_thread.run_sync(function, *args)
+        await to_thread.run_sync(function, *args)
     except OSError as exc:
         raise StorageUnavailableError(f"{type(exc).__name__}: {exc}") from exc
-    return result
 
 
 class LocalStorage:
