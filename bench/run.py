@@ -55,12 +55,14 @@ def main() -> int:
     try:
         print(f"Rendering the template into {project} ...", flush=True)
         render(project)
-        env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(project / "backend" / ".venv")}
-        subprocess.run(
-            [find_uv_bin(), "sync", "--quiet", "--directory", str(project / "backend")],
-            env=env,
-            check=True,
-        )
+        # Two environments: the app's processes run as the Docker image installs them
+        # (no dev dependencies); the measuring side needs moto, aiosmtpd and httpx.
+        for name, extra in ((".venv", []), (".venv-app", ["--no-dev"])):
+            subprocess.run(
+                [find_uv_bin(), "sync", "--quiet", *extra, "--directory", str(project / "backend")],
+                env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(project / "backend" / name)},
+                check=True,
+            )
         python = project / "backend" / ".venv" / "bin" / "python"
         command = [str(python), str(Path(__file__).with_name("measure.py")), str(project)]
         if args.only:

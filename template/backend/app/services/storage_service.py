@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# S3 wants parts of at least 5 MiB, the last excepted; this is also the most an upload
-# buffers in memory.
-PART_SIZE = 8 * 1024 * 1024
+# S3's smallest part (the last may be smaller), which is also the most an upload buffers
+# in memory; 10,000 parts of it allow files of up to 48 GiB.
+PART_SIZE = 5 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 # Every object lives under this prefix, named by a random UUID.
 KEY_PREFIX = "uploads/"
