@@ -78,7 +78,9 @@ class Stack:
         self.port = free_port()
         self.env = {
             **os.environ,
-            "ENVIRONMENT": "development",
+            # Production, as deployed: the schema is migrated by its own step (below),
+            # not by the API as it starts.
+            "ENVIRONMENT": "production",
             "SECRET_KEY": SECRET_KEY,
             "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
             "UPLOAD_DIR": str(workdir / "uploads"),
@@ -105,6 +107,7 @@ class Stack:
         )
 
     def start_api(self) -> subprocess.Popen[bytes]:
+        self.run("-m", "alembic", "upgrade", "head")
         api = self.start("-m", "app")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -75,7 +75,7 @@ class S3Upload:
     async def write(self, chunk: bytes) -> None:
         self.buffer += chunk
         while len(self.buffer) >= PART_SIZE:
-            part = bytes(self.buffer[:PART_SIZE])
+            part = bytes(memoryview(self.buffer)[:PART_SIZE])
             del self.buffer[:PART_SIZE]
             await s3_call(self._upload_part, part)
 
