@@ -50,6 +50,13 @@ def _templates() -> Environment:
     )
 
 
+def warm_up() -> None:
+    """Compile the templates now, so that processes forked later find them ready."""
+    environment = _templates()
+    for name in environment.list_templates():
+        environment.get_template(name)
+
+
 def build_message(email: Email, settings: Settings) -> EmailMessage:
     context = {"app_name": settings.PROJECT_NAME, **email.context}
     message = EmailMessage(policy=default_policy)

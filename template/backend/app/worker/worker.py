@@ -20,6 +20,8 @@ from rq import Queue, Worker
 
 from app.core.config import get_settings
 from app.core.logging import LOG_FORMAT, configure_logging
+from app.services.email_service import warm_up as warm_up_email
+from app.worker import jobs
 from app.worker.queue import QUEUES
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedisError as exc:
         print(f"error: cannot reach Redis at REDIS_URL: {exc}", file=sys.stderr)
         return 1
+    # Everything a job needs is loaded once, here: each job runs in a process forked from
+    # this one, which then starts warm instead of importing the app all over again.
+    logger.debug("Jobs loaded from %s", jobs.__name__)
+    warm_up_email()
     worker = Worker(
         [Queue(name, connection=redis) for name in args.queues],
         connection=redis,
