@@ -70,6 +70,12 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
+UNAVAILABLE: dict[type[Exception], str] = {
+    QueueUnavailableError: "The job queue is unreachable, so nothing was done; try again soon.",
+    StorageUnavailableError: "File storage is unavailable, so nothing was stored; try again soon.",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -88,25 +94,14 @@ def install_error_handlers(app: FastAPI) -> None:
             details=validation_details(exc),
         )
 
-    # Dependencies the app cannot do without for a request: 503, and the request has
-    # changed nothing (the session rolls back as the error passes through it).
-    @app.exception_handler(QueueUnavailableError)
-    async def queue_unavailable(request: Request, exc: QueueUnavailableError) -> JSONResponse:
-        logger.error("Job queue unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(
-            503,
-            "The job queue is unreachable, so nothing was done; try again in a moment.",
-            headers={"Retry-After": "30"},
-        )
+    # Services a request cannot do without: 503, and the request has changed nothing
+    # (the session rolls back as the error passes through it).
+    async def service_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return error_response(503, UNAVAILABLE[type(exc)], headers={"Retry-After": "30"})
 
-    @app.exception_handler(StorageUnavailableError)
-    async def storage_unavailable(request: Request, exc: StorageUnavailableError) -> JSONResponse:
-        logger.error("Storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(
-            503,
-            "File storage is unreachable, so nothing was stored; try again in a moment.",
-            headers={"Retry-After": "30"},
-        )
+    for error_class in UNAVAILABLE:
+        app.add_exception_handler(error_class, service_unavailable)
 
     @app.exception_handler(Exception)
     async def unhandled_exception(request: Request, exc: Exception) -> JSONResponse:
