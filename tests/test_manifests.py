@@ -243,6 +243,7 @@ def test_fly_manifest_values(fly_project: Path) -> None:
 
     processes = fly["processes"]
     assert processes["app"] == "python -m app"
+    assert processes["worker"] == "python -m app.worker"
     assert set(service["processes"]) <= processes.keys()
     sized = {group for vm in fly["vm"] for group in vm["processes"]}
     assert sized == processes.keys(), "every process group needs its [[vm]] sizing"
@@ -274,6 +275,19 @@ def test_render_manifest_values(render_project: Path) -> None:
         "type": "keyvalue",
         "name": keyvalue["name"],
         "property": "connectionString",
+    }
+
+    # The worker: same image and region, the same database and queue, the web service's key.
+    (worker,) = [service for service in blueprint["services"] if service["type"] == "worker"]
+    assert worker["dockerCommand"] == "python -m app.worker"
+    assert (worker["runtime"], worker["region"]) == ("docker", "frankfurt")
+    worker_env = render_env(worker)
+    for name in ("ENVIRONMENT", "DATABASE_URL", "REDIS_URL"):
+        assert worker_env[name] == env[name], name
+    assert worker_env["SECRET_KEY"]["fromService"] == {
+        "type": "web",
+        "name": web["name"],
+        "envVarKey": "SECRET_KEY",
     }
 
 

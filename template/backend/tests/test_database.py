@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from fastapi import FastAPI
+from httpx import AsyncClient
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
@@ -75,3 +76,14 @@ async def test_shared_databases_are_not_migrated_at_start_up(settings: Settings)
         }
     )
     assert postgres.migrate_on_start is False
+
+
+async def test_a_refused_request_gives_its_connection_back_at_once(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    # The route reads the database, then raises: the error passes through the session
+    # dependency, which must roll back and release the connection before the response,
+    # not whenever the garbage collector gets to it.
+    response = await client.post("/api/v1/auth/verify", json={"token": "not-a-real-token"})
+    assert response.status_code == 400
+    assert app.state.engine.pool.checkedout() == 0

@@ -42,7 +42,9 @@ def get_throttle(request: Request) -> Throttle:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(request.app.state.sessionmaker):
+    # `async with`, not `async for` over a generator: an error raised in the route is
+    # thrown into this dependency, and must reach the rollback at once.
+    async with session_scope(request.app.state.sessionmaker) as session:
         yield session
 
 

@@ -7,6 +7,7 @@ app shuts down, so that tests and several apps in one process never share connec
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,11 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+@asynccontextmanager
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """Yield a session that commits when the caller succeeds and rolls back otherwise."""
+    """A session that commits when the block succeeds and rolls back otherwise."""
     async with sessionmaker() as session:
         try:
             yield session

@@ -18,7 +18,7 @@ from anyio import to_thread
 from fastapi import BackgroundTasks
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Callback, Queue, Retry
+from rq import Callback, Queue, Retry, get_current_job
 from rq.job import Job
 
 from app.core.config import Settings, get_settings
@@ -55,8 +55,6 @@ def job_settings() -> Settings:
 
 def final_attempt() -> bool:
     """Whether a failure now is the job's last: inline runs and exhausted retries."""
-    from rq import get_current_job
-
     job = get_current_job()
     return job is None or not job.retries_left
 
