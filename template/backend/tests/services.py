@@ -8,11 +8,13 @@ runs them). The Redis database named there is emptied before each such test.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -77,8 +79,12 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.refusing = False
+        self.delay = 0.0  # seconds to wait before accepting a message
+        self.receiving = threading.Event()  # set when a message's data starts to arrive
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+        self.receiving.set()
+        await asyncio.sleep(self.delay)
         if self.refusing:
             return "451 Requested action aborted: try again later"
         content = envelope.content
@@ -106,6 +112,8 @@ def mailbox(smtp_server: tuple[Controller, Mailbox]) -> Mailbox:
     _, box = smtp_server
     box.messages.clear()
     box.refusing = False
+    box.delay = 0.0
+    box.receiving.clear()
     return box
 
 
@@ -145,6 +153,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = "true" if value else "false"
         env[name] = str(value)
     return env
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[str]:
+    """`python -m app.worker`, running until it is stopped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.worker"],
+        cwd=BACKEND_DIR,
+        env={**os.environ, **settings_env(settings)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def run_worker(settings: Settings) -> subprocess.CompletedProcess[str]:

@@ -80,6 +80,32 @@ async def test_register_explains_a_weak_password(
     assert reason in response.json()["error"]["message"]
 
 
+async def test_control_characters_are_refused_or_answered_like_any_wrong_login(
+    client: AsyncClient,
+) -> None:
+    # PostgreSQL cannot store NUL in text: such input must never reach a query.
+    response = await client.post(
+        "/api/v1/auth/register",
+        json={"email": "ada@example.com", "password": PASSWORD, "full_name": "Ada\x00"},
+    )
+    assert response.status_code == 422
+    user = await register(client)
+    tokens = await login(client)
+    update = await client.patch(
+        "/api/v1/users/me",
+        json={"full_name": "Ada\nLovelace"},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert update.status_code == 422
+    assert user["full_name"] is None
+    for username in ["ada@example.com\x00", "x" * 400 + "@example.com"]:
+        response = await client.post(
+            "/api/v1/auth/login", data={"username": username, "password": PASSWORD}
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["message"] == "Incorrect email or password."
+
+
 async def test_passwords_are_not_truncated(client: AsyncClient) -> None:
     long_password = "a-long passphrase " * 7  # 126 characters, past bcrypt's 72 bytes
     await client.post(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -15,7 +17,7 @@ from sqlalchemy import func, select
 from app.core.config import Settings
 from app.models import File, User
 from app.worker.queue import EMAIL_QUEUE
-from tests.services import BACKEND_DIR, Mailbox, run_worker, settings_env
+from tests.services import BACKEND_DIR, Mailbox, run_worker, settings_env, start_worker
 from tests.support import PASSWORD, link_token, running_app, token_for
 
 REFUSED_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -66,6 +68,26 @@ async def test_a_refusing_smtp_server_means_retries_then_the_failed_registry(
         (message,) = mailbox.to("ada@example.com")
         verified = await client.post("/api/v1/auth/verify", json={"token": link_token(message)})
         assert verified.status_code == 204
+
+
+@pytest.mark.redis
+async def test_sigterm_lets_the_job_in_hand_finish(
+    settings: Settings, redis_url: str, smtp_settings: dict[str, Any], mailbox: Mailbox
+) -> None:
+    mailbox.delay = 2.0  # the SMTP server takes its time with the message
+    async with running_app(settings, REDIS_URL=redis_url, **smtp_settings) as (app, client):
+        assert (await register(client)).status_code == 201
+        worker = start_worker(app.state.settings)
+        try:
+            assert await asyncio.to_thread(mailbox.receiving.wait, 60), "no job started"
+            worker.send_signal(signal.SIGTERM)  # mid-job
+            output, _ = await asyncio.to_thread(worker.communicate, timeout=60)
+        finally:
+            worker.kill()
+    assert worker.returncode == 0, output
+    assert "warm shut down requested" in output
+    assert [message["To"] for message in mailbox.messages] == ["ada@example.com"]
+    assert FailedJobRegistry(EMAIL_QUEUE, connection=Redis.from_url(redis_url)).count == 0
 
 
 @pytest.mark.redis

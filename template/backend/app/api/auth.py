@@ -69,6 +69,7 @@ INVALID_REFRESH_TOKEN = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED, detail="The refresh token is not valid."
 )
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_EMAIL_LENGTH = 320
 
 
 def too_many_requests(exc: RateLimitedError) -> HTTPException:
@@ -81,6 +82,10 @@ def too_many_requests(exc: RateLimitedError) -> HTTPException:
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
+
+
+async def find_user(session: AsyncSession, email: str) -> User | None:
+    return (await session.scalars(select(User).where(User.email == email))).one_or_none()
 
 
 def token_pair(user: User, refresh_token: str, settings: Settings) -> TokenPair:
@@ -219,7 +224,10 @@ async def login(
     except RateLimitedError as exc:
         logger.warning("Login throttled for account %s from %s", email, address)
         raise too_many_requests(exc) from None
-    user = (await session.scalars(select(User).where(User.email == email))).one_or_none()
+    # The form field is free text: what cannot be an address (over-long, or holding a NUL
+    # that PostgreSQL would refuse) is looked up as nobody, and answered the same way.
+    plausible = len(email) <= MAX_EMAIL_LENGTH and "\x00" not in email
+    user = await find_user(session, email) if plausible else None
     if user is None:
         await burn_password_check(form.password)
         valid, new_hash = False, None
@@ -260,10 +268,6 @@ async def logout(body: RefreshIn, session: SessionDep) -> None:
     family = await token_service.family_of(session, body.refresh_token)
     if family is not None:
         await token_service.revoke_family(session, family.id)
-
-
-async def find_user(session: AsyncSession, email: str) -> User | None:
-    return (await session.scalars(select(User).where(User.email == email))).one_or_none()
 
 
 @router.post("/request-verify", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)

@@ -1,14 +1,26 @@
 from __future__ import annotations
 
-from typing import Literal
+import unicodedata
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from app.core.security import PASSWORD_MAX_LENGTH
 
 # Length is checked here so that an oversized password is a 422 before any hashing;
 # the other rules (minimum length, common passwords) give their reason in the service.
 Password = Field(min_length=1, max_length=PASSWORD_MAX_LENGTH)
+
+
+def _no_control_characters(value: str) -> str:
+    # PostgreSQL cannot store NUL in text, and no name needs a line break or a tab.
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+# A person's name as they want it shown.
+DisplayName = Annotated[str, Field(max_length=120), AfterValidator(_no_control_characters)]
 
 
 class StrictBody(BaseModel):
@@ -20,7 +32,7 @@ class StrictBody(BaseModel):
 class RegisterIn(StrictBody):
     email: EmailStr = Field(max_length=320)
     password: str = Password
-    full_name: str | None = Field(default=None, max_length=120)
+    full_name: DisplayName | None = None
 
 
 class TokenPair(BaseModel):

@@ -3,9 +3,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from app.core.rbac import Role
+from app.schemas.auth import DisplayName
 
 
 class UserOut(BaseModel):
@@ -26,7 +27,7 @@ class UserUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    full_name: str | None = Field(default=None, max_length=120)
+    full_name: DisplayName | None = None
 
 
 class RoleIn(BaseModel):

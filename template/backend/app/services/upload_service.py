@@ -138,6 +138,9 @@ class _Events:
 
 
 class _Receiver:
+    """Acts on the parser's events for the `file` field: holds its first bytes until the
+    type is known and accepted, then streams the rest into storage."""
+
     def __init__(self, storage: Storage, limit: int, allowed_types: list[str]) -> None:
         self.storage = storage
         self.limit = limit
@@ -152,7 +155,7 @@ class _Receiver:
         self.size = 0
         self.digest = hashlib.sha256()
 
-    async def start(self, part: _Part) -> None:
+    def start(self, part: _Part) -> None:
         self.in_file = part.name == FILE_FIELD and part.filename is not None and not self.done
         if self.in_file:
             self.name = safe_filename(part.filename or "")
@@ -234,7 +237,7 @@ async def receive_upload(
                 raise MalformedUploadError(f"The multipart body is malformed: {exc}") from None
             for kind, value in events.items:
                 if kind == "start" and isinstance(value, _Part):
-                    await receiver.start(value)
+                    receiver.start(value)
                 elif kind == "data" and isinstance(value, bytes):
                     await receiver.data(value)
                 elif kind == "end":
