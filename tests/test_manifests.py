@@ -94,7 +94,9 @@ def load_render(project: Path) -> dict[str, Any]:
 
 
 def render_env(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {variable["key"]: variable for variable in service.get("envVars", [])}
+    return {
+        variable["key"]: variable for variable in service.get("envVars", []) if "key" in variable
+    }
 
 
 def web_service(blueprint: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +291,14 @@ def test_render_manifest_values(render_project: Path) -> None:
         "name": web["name"],
         "envVarKey": "SECRET_KEY",
     }
+
+    # Storage and mail: one group both services read, every value asked for at setup.
+    (group,) = blueprint["envVarGroups"]
+    for service in (web, worker):
+        assert {"fromGroup": group["name"]} in service["envVars"], service["name"]
+    asked = {variable["key"]: variable for variable in group["envVars"]}
+    assert {"S3_BUCKET", "S3_SECRET_ACCESS_KEY", "SMTP_HOST", "SMTP_PASSWORD"} <= asked.keys()
+    assert all(variable == {"key": key, "sync": False} for key, variable in asked.items())
 
 
 def test_secret_key_is_never_a_literal(fly_project: Path, render_project: Path) -> None:

@@ -132,3 +132,13 @@ def test_service_defaults_follow_what_is_configured() -> None:
         "image/png",
         "text/plain",
     ]
+
+
+def test_empty_service_settings_mean_unset() -> None:
+    settings = make_settings(
+        SMTP_HOST="", SMTP_USER="", SMTP_PASSWORD="", S3_BUCKET="", S3_SECRET_ACCESS_KEY=""
+    )
+    assert settings.SMTP_HOST is None
+    assert settings.SMTP_PASSWORD is None
+    assert settings.S3_SECRET_ACCESS_KEY is None
+    assert settings.storage_backend is StorageBackend.LOCAL
