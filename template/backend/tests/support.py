@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -97,6 +98,11 @@ async def add_user(
         session.add(user)
         await session.commit()
         return user
+
+
+def stored_files(settings: Settings) -> set[Path]:
+    """Every object local storage holds, as paths under UPLOAD_DIR."""
+    return {path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()}
 
 
 def messages_to(settings: Settings, address: str) -> list[EmailMessage]:

@@ -7,11 +7,13 @@ import getpass
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import cli
 from app.core.config import Environment, Settings, get_settings
@@ -24,6 +26,7 @@ from tests.conftest import TEST_SECRET_KEY
 from tests.support import PASSWORD, password_hash_of_password
 
 BACKEND_DIR = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -40,30 +43,33 @@ def database(make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch) 
     get_settings.cache_clear()
 
 
-def users(url: str) -> list[User]:
-    async def fetch() -> list[User]:
-        settings = Settings(_env_file=None, DATABASE_URL=url, SECRET_KEY=TEST_SECRET_KEY)
-        engine = create_engine(settings)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                return list(await session.scalars(select(User).order_by(User.email)))
-        finally:
-            await engine.dispose()
+def in_database(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in a transaction on the database at `url`, from synchronous code."""
 
-    return asyncio.run(fetch())
-
-
-def add_member(url: str, email: str) -> None:
-    async def insert() -> None:
+    async def run() -> T:
         settings = Settings(_env_file=None, DATABASE_URL=url, SECRET_KEY=TEST_SECRET_KEY)
         engine = create_engine(settings)
         try:
             async with create_sessionmaker(engine).begin() as session:
-                session.add(User(email=email, hashed_password=password_hash_of_password()))
+                return await work(session)
         finally:
             await engine.dispose()
 
-    asyncio.run(insert())
+    return asyncio.run(run())
+
+
+def users(url: str) -> list[User]:
+    async def fetch(session: AsyncSession) -> list[User]:
+        return list(await session.scalars(select(User).order_by(User.email)))
+
+    return in_database(url, fetch)
+
+
+def add_member(url: str, email: str) -> None:
+    async def insert(session: AsyncSession) -> None:
+        session.add(User(email=email, hashed_password=password_hash_of_password()))
+
+    in_database(url, insert)
 
 
 def test_creates_a_verified_owner_from_the_environment(

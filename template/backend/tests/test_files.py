@@ -17,7 +17,7 @@ from app.core.security import create_access_token
 from app.main import create_app
 from app.models import User
 from app.services.upload_service import safe_filename
-from tests.support import add_user, bearer, token_for
+from tests.support import add_user, bearer, stored_files, token_for
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 HTML = b"<!DOCTYPE html><html><script>alert(document.cookie)</script></html>"
@@ -152,7 +152,7 @@ async def test_path_traversal_in_the_filename_goes_nowhere(
     response = await upload(client, ada, PNG, name=name)
     assert response.status_code == 201, response.text
     assert response.json()["original_name"] == kept
-    stored = [path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()]
+    stored = stored_files(settings)
     assert all(path.is_relative_to(settings.UPLOAD_DIR) for path in stored)
     assert all(kept not in path.name for path in stored)  # the object is named by a UUID
 
@@ -207,11 +207,11 @@ async def test_deleting_a_file_removes_the_object(
     client: AsyncClient, ada: dict[str, str], settings: Settings
 ) -> None:
     file_id = (await upload(client, ada, PNG)).json()["id"]
-    assert any(path.is_file() for path in settings.UPLOAD_DIR.rglob("*"))
-    before = {path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()}
+    before = stored_files(settings)
+    assert before
     response = await client.delete(f"/api/v1/files/{file_id}", headers=ada)
     assert response.status_code == 204
-    after = {path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()}
+    after = stored_files(settings)
     assert len(before - after) == 1
     assert (await client.get(f"/api/v1/files/{file_id}", headers=ada)).status_code == 404
 

@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.models import File, User
 from app.worker.queue import EMAIL_QUEUE
 from tests.services import BACKEND_DIR, Mailbox, run_worker, settings_env, start_worker
-from tests.support import PASSWORD, link_token, running_app, token_for
+from tests.support import PASSWORD, link_token, running_app, stored_files, token_for
 
 REFUSED_REDIS_URL = "redis://127.0.0.1:1/0"
 
@@ -106,10 +106,6 @@ async def test_the_worker_marks_an_uploaded_file_ready(
         assert f"File {response.json()['id']} ready: 5008 bytes" in worker.stderr
         file = (await client.get(f"/api/v1/files/{response.json()['id']}", headers=headers)).json()
         assert file["status"] == "ready"
-
-
-def stored_files(settings: Settings) -> set[Any]:
-    return {path for path in settings.UPLOAD_DIR.rglob("*") if path.is_file()}
 
 
 async def count(app: Any, model: type[Any]) -> int:

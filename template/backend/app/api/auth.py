@@ -40,6 +40,7 @@ from app.core.security import (
     verify_password,
 )
 from app.models import TokenPurpose, User
+from app.models.user import EMAIL_MAX_LENGTH
 from app.schemas.auth import (
     Accepted,
     ChangePasswordIn,
@@ -69,7 +70,6 @@ INVALID_REFRESH_TOKEN = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED, detail="The refresh token is not valid."
 )
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-MAX_EMAIL_LENGTH = 320
 
 
 def too_many_requests(exc: RateLimitedError) -> HTTPException:
@@ -226,7 +226,7 @@ async def login(
         raise too_many_requests(exc) from None
     # The form field is free text: what cannot be an address (over-long, or holding a NUL
     # that PostgreSQL would refuse) is looked up as nobody, and answered the same way.
-    plausible = len(email) <= MAX_EMAIL_LENGTH and "\x00" not in email
+    plausible = len(email) <= EMAIL_MAX_LENGTH and "\x00" not in email
     user = await find_user(session, email) if plausible else None
     if user is None:
         await burn_password_check(form.password)

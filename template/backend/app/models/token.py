@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.clock import utcnow
 from app.models.base import Base, string_enum
+from app.models.user import EMAIL_MAX_LENGTH
 
 
 class TokenPurpose(StrEnum):
@@ -56,7 +57,7 @@ class OneTimeToken(Base):
     purpose: Mapped[TokenPurpose] = mapped_column(string_enum(TokenPurpose, "token_purpose"))
     # A verification token confirms the address it was sent to, not whatever the
     # account's address is by the time it is used.
-    email: Mapped[str | None] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -9,6 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.core.rbac import Role
 from app.models.base import Base, string_enum
 
+# RFC 5321's limit on a forward path; every email column and field uses it.
+EMAIL_MAX_LENGTH = 320
+
 
 class User(Base):
     __tablename__ = "users"
@@ -16,7 +19,7 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     # Stored lower-cased by the code that creates users, so the unique index is
     # case-insensitive in effect on every database.
-    email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True, index=True)
     hashed_password: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
         string_enum(Role, "user_role"),

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from app.core.security import PASSWORD_MAX_LENGTH
+from app.models.user import EMAIL_MAX_LENGTH
 
 # Length is checked here so that an oversized password is a 422 before any hashing;
 # the other rules (minimum length, common passwords) give their reason in the service.
@@ -30,7 +31,7 @@ class StrictBody(BaseModel):
 
 
 class RegisterIn(StrictBody):
-    email: EmailStr = Field(max_length=320)
+    email: EmailStr = Field(max_length=EMAIL_MAX_LENGTH)
     password: str = Password
     full_name: DisplayName | None = None
 
@@ -47,7 +48,7 @@ class RefreshIn(StrictBody):
 
 
 class EmailIn(StrictBody):
-    email: EmailStr = Field(max_length=320)
+    email: EmailStr = Field(max_length=EMAIL_MAX_LENGTH)
 
 
 class TokenIn(StrictBody):
