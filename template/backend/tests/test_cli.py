@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -26,7 +26,6 @@ from tests.conftest import TEST_SECRET_KEY
 from tests.support import PASSWORD, password_hash_of_password
 
 BACKEND_DIR = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -43,10 +42,10 @@ def database(make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch) 
     get_settings.cache_clear()
 
 
-def in_database(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def in_database(url: str, work: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
     """Run `work` in a transaction on the database at `url`, from synchronous code."""
 
-    async def run() -> T:
+    async def run() -> Any:
         settings = Settings(_env_file=None, DATABASE_URL=url, SECRET_KEY=TEST_SECRET_KEY)
         engine = create_engine(settings)
         try:
@@ -62,7 +61,8 @@ def users(url: str) -> list[User]:
     async def fetch(session: AsyncSession) -> list[User]:
         return list(await session.scalars(select(User).order_by(User.email)))
 
-    return in_database(url, fetch)
+    found: list[User] = in_database(url, fetch)
+    return found
 
 
 def add_member(url: str, email: str) -> None:
