@@ -7,10 +7,14 @@ expressions inside copier.yml.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import keyword
 import re
 import subprocess
 import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from jinja2 import Environment
@@ -75,6 +79,47 @@ def git_config(key: str) -> str:
     return result.stdout.strip()
 
 
+# The generated project's deployers write fly.toml and render.yaml; the template renders
+# the same files by calling them, so the two can never drift apart.
+DEPLOYERS_DIR = Path(__file__).resolve().parents[1] / "template" / "tools" / "deployers"
+
+
+def load_deployers(directory: Path = DEPLOYERS_DIR) -> ModuleType:
+    """Import the template's tools/deployers package from this template checkout.
+
+    `copier update` renders the old and the new template version in one process, each
+    from its own checkout: the package is registered under a name unique to its path so
+    that one version's modules never stand in for the other's.
+    """
+    name = "dayone_deployers_" + hashlib.sha256(str(directory).encode()).hexdigest()[:16]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, directory / "__init__.py", submodule_search_locations=[str(directory)]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the deployers from {directory}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def deploy_manifest(target: str, **answers: str) -> str:
+    """The manifest the deployer for `target` writes, for the questionnaire's answers."""
+    deployers = load_deployers()
+    if target == "fly":
+        app = deployers.base.app_name(answers["slug"])
+        return str(deployers.fly.fly_manifest(answers["project_name"], app, answers["region"]))
+    if target == "render":
+        return str(
+            deployers.render.render_manifest(
+                answers["project_name"], answers["slug"], answers["region"]
+            )
+        )
+    raise ValueError(f"no manifest for the deploy target {target!r}")
+
+
 class DayoneExtension(Extension):
     """Filters for slugs and validation messages, globals for git identity defaults."""
 
@@ -86,3 +131,4 @@ class DayoneExtension(Extension):
         globals_: dict[str, Any] = environment.globals
         globals_["git_user_name"] = git_config("user.name")
         globals_["git_user_email"] = git_config("user.email")
+        globals_["deploy_manifest"] = deploy_manifest

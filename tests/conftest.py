@@ -137,6 +137,9 @@ class ProjectEnv:
             UV_PROJECT_ENVIRONMENT=str(self.root / f"venv-{python_version}"),
             UV_PYTHON=interpreter,
             UV_NO_PROGRESS="1",
+            # Compiled at install time: many tests start the app's processes, and with
+            # PYTHONDONTWRITEBYTECODE set each one would compile its imports again.
+            UV_COMPILE_BYTECODE="1",
             **extra,
         )
         return env

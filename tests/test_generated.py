@@ -29,8 +29,9 @@ def test_linters_and_types_are_clean(
     answers = COMBINATIONS[name]
     project = render(**answers)
     version = answers.get("python_version", "3.11")
-    project_env.run(project, "ruff", "check", python_version=version)
-    project_env.run(project, "ruff", "format", "--check", python_version=version)
+    # ruff.toml sits at the project root and covers tools/ as well as backend/.
+    project_env.run(project, "ruff", "check", "..", python_version=version)
+    project_env.run(project, "ruff", "format", "--check", "..", python_version=version)
     project_env.run(project, "mypy", python_version=version)
 
 

@@ -244,7 +244,7 @@ def test_fly_manifest_values(fly_project: Path) -> None:
     assert [(check["method"], check["path"]) for check in service["checks"]] == [("GET", "/health")]
 
     processes = fly["processes"]
-    assert processes["app"] == "python -m app"
+    assert processes["web"] == "python -m app"
     assert processes["worker"] == "python -m app.worker"
     assert set(service["processes"]) <= processes.keys()
     sized = {group for vm in fly["vm"] for group in vm["processes"]}
@@ -312,6 +312,40 @@ def test_secret_key_is_never_a_literal(fly_project: Path, render_project: Path) 
     assert env["SECRET_KEY"] == {"key": "SECRET_KEY", "generateValue": True}
     for name in SECRET_SETTINGS:
         assert "value" not in env[name] and "previewValue" not in env[name], name
+
+
+def deployer_output(project: Path, expression: str) -> str:
+    """Evaluate `expression` with the generated project's tools/ importable."""
+    code = (
+        "import sys\n"
+        "from tools import project\n"
+        "from tools.deployers.base import app_name\n"
+        "from tools.deployers.fly import fly_manifest\n"
+        "from tools.deployers.render import render_manifest\n"
+        f"sys.stdout.write({expression})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_rendered_manifests_are_what_the_deployers_write(
+    fly_project: Path, render_project: Path
+) -> None:
+    """One source: Copier renders the manifests by calling the project's own deployers, so
+    `day_one` later finds them unedited and can refresh them."""
+    fly = deployer_output(
+        fly_project,
+        "fly_manifest(project.PROJECT_NAME, app_name(project.PROJECT_SLUG), project.FLY_REGION)",
+    )
+    assert fly == (fly_project / "fly.toml").read_text()
+    render_yaml = deployer_output(
+        render_project,
+        "render_manifest(project.PROJECT_NAME, project.PROJECT_SLUG, project.RENDER_REGION)",
+    )
+    assert render_yaml == (render_project / "render.yaml").read_text()
 
 
 def test_fly_app_name_from_an_awkward_slug(render: Render) -> None:

@@ -2,6 +2,10 @@
 
 python -m app.cli create-owner                     # asks for the password
 OWNER_PASSWORD=... python -m app.cli create-owner  # for scripts and CI
+python -m app.cli migrate                          # upgrade the database, say what changed
+python -m app.cli owner                            # the active owner; exit 3 if none
+
+The last two give setup scripts (tools/day_one.py) a plain answer to "what changed?".
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
-from app.core.migrations import upgrade_to_head
+from app.core.migrations import current_revision, head_revision, upgrade_to_head
 from app.core.rbac import Role
 from app.core.security import hash_password, password_problem
 from app.models import User
 
 PASSWORD_VARIABLE = "OWNER_PASSWORD"  # noqa: S105 - the variable's name, not a password
+# `owner`'s exit status when there is none: distinct from 1, which means an error.
+NO_OWNER = 3
 
 
 class CommandError(Exception):
@@ -84,6 +90,38 @@ async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
         await engine.dispose()
 
 
+async def find_owner(settings: Settings) -> str | None:
+    """The email of an active owner, or None when there is none yet."""
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return (
+                await session.scalars(
+                    select(User.email).where(User.role == Role.OWNER, User.is_active).limit(1)
+                )
+            ).first()
+    except (OperationalError, ProgrammingError) as exc:
+        raise CommandError(
+            f"The database is not ready (run `alembic upgrade head` first): {exc.orig or exc}"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
+def migrate(settings: Settings) -> str:
+    """Upgrade the database to the newest revision; say what that changed."""
+    head = head_revision()
+    try:
+        before = asyncio.run(current_revision(settings))
+    except (OSError, OperationalError) as exc:
+        reason = exc.orig if isinstance(exc, OperationalError) else exc
+        raise CommandError(f"Cannot reach the database: {reason}") from None
+    if before == head:
+        return f"The database is at the newest revision ({head}); nothing to do."
+    upgrade_to_head(settings.DATABASE_URL)
+    return f"Migrated the database from {before or 'an empty schema'} to revision {head}."
+
+
 def normalised_email(raw: str) -> str:
     try:
         return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
@@ -112,9 +150,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="do nothing when an active owner exists already (for setup scripts)",
     )
+    commands.add_parser(
+        "migrate",
+        help="upgrade the database to the newest revision and say what changed",
+    )
+    commands.add_parser(
+        "owner", help="print the email of an active owner; exit status 3 when there is none"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     try:
+        if args.command == "migrate":
+            print(migrate(settings))
+            return 0
+        if args.command == "owner":
+            found = asyncio.run(find_owner(settings))
+            print(found or "There is no active owner yet.")
+            return 0 if found else NO_OWNER
         email = normalised_email(args.email or settings.OWNER_EMAIL)
         if settings.migrate_on_start:
             upgrade_to_head(settings.DATABASE_URL)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 
-from app.core.config import BACKEND_DIR
+from app.core.config import BACKEND_DIR, Settings
+from app.core.db import create_engine
 
 
 def alembic_config(database_url: str) -> Config:
@@ -19,3 +23,22 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_to_head(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
+
+
+def head_revision() -> str | None:
+    """The newest revision the migration scripts define."""
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+async def current_revision(settings: Settings) -> str | None:
+    """The revision the database is at; None for a database never migrated."""
+
+    def read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(read)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,239 @@
+"""tools/day_one.py: set-up steps, the targets' actions, re-runs and failures.
+
+Each test runs the command on a scratch copy of the project root (its backend/ is the real
+one, linked) with a fresh database, so that the project's own .env, state file and
+manifests are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.core.config import Settings
+from tests.deploy_fakes import (
+    CLOUDFLARED_RULES,
+    FLYCTL_RULES,
+    REDIS_URL,
+    TUNNEL_URL,
+    FakeBin,
+    with_failure,
+)
+from tests.services import settings_env
+from tests.support import PASSWORD
+from tools import day_one, project
+from tools.deployers.base import Outcome
+from tools.deployers.fly import fly_manifest
+from tools.deployers.local import stop
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def scratch(
+    tmp_path: Path,
+    settings: Settings,
+    make_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """A project root of its own, with a fresh, never-migrated database."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "backend").symlink_to(PROJECT_ROOT / "backend")
+    shutil.copy(PROJECT_ROOT / ".env.template", root / ".env.template")
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", make_database())
+    # Whatever the developer's own .env says, these runs use no outside service.
+    for name in ("REDIS_URL", "S3_BUCKET", "SMTP_HOST", "DEPLOY_TARGET", "DAY_ONE_EXECUTE"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("OWNER_EMAIL", "owner@example.com")
+    monkeypatch.setenv("OWNER_PASSWORD", PASSWORD)
+    return root
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBin:
+    fakes = FakeBin(tmp_path / "bin")
+    monkeypatch.setenv("PATH", fakes.path(only=True))
+    return fakes
+
+
+def run(root: Path, *args: str) -> int:
+    return day_one.main([*args, "--non-interactive"], root=root)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_fly_end_to_end_with_a_fake_flyctl(
+    scratch: Path, fake_bin: FakeBin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_bin.add("flyctl", FLYCTL_RULES)
+    assert run(scratch, "--target", "fly", "--execute", "--app", "my-app", "--region", "ams") == 0
+    out = capsys.readouterr().out
+
+    assert "target fly (from --target)" in out
+    env_file = (scratch / ".env").read_text()
+    assert "SECRET_KEY=" in env_file
+    assert "SECRET_KEY=\n" not in env_file
+    assert "Migrated the database from an empty schema" in out
+    assert "Created the owner account owner@example.com." in out
+    expected = fly_manifest(project.PROJECT_NAME, "my-app", "ams")
+    assert (scratch / "fly.toml").read_text() == expected
+    # The plan is printed with every command before anything runs.
+    assert out.index("$ flyctl launch") < out.index("running: flyctl launch")
+    for command in ("postgres create", "postgres attach", "redis create", "secrets set", "deploy"):
+        assert f"$ flyctl {command}" in out
+    assert [call[1] for call in fake_bin.calls()] == [
+        "auth",
+        "launch",
+        "postgres",
+        "postgres",
+        "redis",
+        "secrets",
+        "deploy",
+    ]
+    assert REDIS_URL not in out, "secrets must not be printed"
+    assert "app: https://my-app.fly.dev" in out
+
+    state = json.loads((scratch / ".deploy-state.json").read_text())
+    assert state["target"] == "fly"
+    assert state["targets"]["fly"]["app"] == "my-app"
+    assert state["targets"]["fly"]["region"] == "ams"
+    assert "fly.toml" in state["manifests"]
+
+    assert day_one.main(["status"], root=scratch) == 0
+    status = capsys.readouterr().out
+    assert "target fly" in status
+    assert "steps done: launch, postgres, attach, redis, secrets, deploy" in status
+    assert "manifest fly.toml: as written by day_one" in status
+
+
+def test_a_second_run_changes_nothing_and_an_edited_manifest_is_kept(
+    scratch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(scratch, "--target", "render") == 0
+    first = capsys.readouterr().out
+    env_before = (scratch / ".env").read_text()
+    assert "wrote render.yaml" in first
+
+    assert run(scratch, "--target", "render") == 0
+    second = capsys.readouterr().out
+    assert "Nothing needed changing" in second
+    assert ".env exists; left as it is." in second
+    assert "The database is at the newest revision" in second
+    assert "An owner exists already (owner@example.com); nothing to do." in second
+    assert "render.yaml is up to date" in second
+    assert (scratch / ".env").read_text() == env_before
+
+    edited = (scratch / "render.yaml").read_text().replace("plan: starter", "plan: standard")
+    (scratch / "render.yaml").write_text(edited)
+    assert run(scratch, "--target", "render", "--region", "frankfurt") == 0
+    third = capsys.readouterr().out
+    assert "render.yaml has edits of yours" in third
+    assert (scratch / "render.yaml").read_text() == edited
+    assert "region: frankfurt" in (scratch / "render.yaml.new").read_text()
+
+    assert day_one.main(["status"], root=scratch) == 0
+    assert "edited since day_one wrote it" in capsys.readouterr().out
+
+
+def test_missing_flyctl_prints_the_plan_and_says_how_to_install_it(
+    scratch: Path, fake_bin: FakeBin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(scratch, "--target", "fly", "--execute") == 1
+    out = capsys.readouterr().out
+    assert "MISSING: flyctl on PATH" in out
+    assert "https://fly.io/install.sh" in out
+    assert "flyctl launch --no-deploy" in out
+    assert fake_bin.calls() == []
+    assert (scratch / "fly.toml").exists()
+
+
+def test_a_failing_step_stops_the_run_with_its_output(
+    scratch: Path, fake_bin: FakeBin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_bin.add(
+        "flyctl", with_failure(FLYCTL_RULES, "redis create", "Error: payment method required\n")
+    )
+    assert run(scratch, "--target", "fly", "--execute") == 1
+    captured = capsys.readouterr()
+    assert "FAILED: `flyctl redis create" in captured.out
+    assert "payment method required" in captured.err
+    assert [call[1] for call in fake_bin.calls()][-1] == "redis"
+
+
+def test_without_an_owner_password_it_stops_before_the_target_action(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OWNER_PASSWORD")
+    assert run(scratch, "--target", "render") == 1
+    captured = capsys.readouterr()
+    assert "set OWNER_PASSWORD" in captured.err
+    assert not (scratch / "render.yaml").exists()
+
+
+def test_a_bad_deploy_target_variable_is_named(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEPLOY_TARGET", "heroku")
+    assert run(scratch) == 1
+    error = capsys.readouterr().err
+    assert "DEPLOY_TARGET='heroku' is not a target" in error
+    assert not (scratch / ".env").exists(), "nothing is written before the target is known"
+
+
+def test_tunnel_fallback_when_a_cloud_target_cannot_run(
+    scratch: Path,
+    fake_bin: FakeBin,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No flyctl: the app is shared from this machine through the tunnel instead."""
+    fake_bin.add("cloudflared", CLOUDFLARED_RULES)
+    served: list[int] = []
+
+    def check_then_stop(outcome: Outcome) -> int:
+        # The API answers while the command would keep it in the foreground.
+        health = outcome.urls["API"] + "/health"
+        with urllib.request.urlopen(health, timeout=5) as response:  # noqa: S310 - http on loopback
+            served.append(response.status)
+        stop(outcome.processes)
+        return 0
+
+    monkeypatch.setattr(day_one, "wait_in_foreground", check_then_stop)
+    port = free_port()
+    code = run(scratch, "--target", "fly", "--execute", "--fallback-tunnel", "--port", str(port))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert served == [200]
+    assert "MISSING: flyctl on PATH" in out
+    assert f"public URL: {TUNNEL_URL}" in out
+    assert f"API: http://127.0.0.1:{port}" in out
+    assert [call[0] for call in fake_bin.calls()] == ["cloudflared"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "fly", "--region", "Amsterdam"], "is not a Fly.io region code"),
+        (["--target", "fly", "--app", "My_App"], "is not a valid Fly app name"),
+        (["--target", "render", "--region", "mars"], "is not a Render region"),
+    ],
+)
+def test_bad_names_are_refused_before_anything_is_written(
+    scratch: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert run(scratch, *args) == 1
+    assert message in capsys.readouterr().err
+    assert sorted(path.name for path in scratch.iterdir()) == [".env.template", "backend"]
