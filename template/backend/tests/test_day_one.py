@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+import questionary
 
 from app.core.config import Settings
 from tests.deploy_fakes import (
@@ -237,3 +240,44 @@ def test_bad_names_are_refused_before_anything_is_written(
     assert run(scratch, *args) == 1
     assert message in capsys.readouterr().err
     assert sorted(path.name for path in scratch.iterdir()) == [".env.template", "backend"]
+
+
+class Prompt:
+    """questionary's prompt objects, answering from a script."""
+
+    answers: ClassVar[list[object]] = []
+    asked: ClassVar[list[str]] = []
+
+    def __init__(self, message: str, **_options: object) -> None:
+        self.message = message
+
+    def unsafe_ask(self) -> object:
+        Prompt.asked.append(self.message)
+        return Prompt.answers.pop(0)
+
+
+def test_an_interactive_run_asks_what_flags_would_have_said(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OWNER_PASSWORD")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(questionary, "password", Prompt)
+    monkeypatch.setattr(questionary, "confirm", Prompt)
+    # A mistyped repeat, then the password twice; then no to the tunnel fallback (the
+    # scratch project has no git remote for Render to deploy from).
+    Prompt.answers = [PASSWORD, "typo", PASSWORD, PASSWORD, False]
+    Prompt.asked = []
+
+    assert day_one.main(["--target", "render"], root=scratch) == 0
+    out = capsys.readouterr().out
+    assert Prompt.asked == [
+        "Password for the owner owner@example.com:",
+        "The same password again:",
+        "Password for the owner owner@example.com:",
+        "The same password again:",
+        "Share the app from this machine through a tunnel meanwhile?",
+    ]
+    assert "The two differ; once more." in out
+    assert "Created the owner account owner@example.com." in out
+    assert "MISSING: a git remote named origin" in out

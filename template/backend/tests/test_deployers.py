@@ -473,3 +473,48 @@ def test_a_busy_port_is_a_missing_prerequisite(tmp_path: Path) -> None:
     check = checks[f"port {port} free on 127.0.0.1"]
     assert not check.ok
     assert f"--port {port + 1}" in check.fix
+
+
+# The README's Deploy section shows the plans as they are ----------------------------------
+
+
+def readme_deploy_section() -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    return text[text.index("## Day one") : text.index("## Configuration")]
+
+
+def readme_commands(program: str) -> list[str]:
+    """Command lines of the README's code blocks, without comments and optional parts."""
+    return [
+        line.split("  #")[0].split(" [")[0].rstrip()
+        for line in readme_deploy_section().splitlines()
+        if line.startswith(f"{program} ")
+    ]
+
+
+def test_the_readme_shows_the_fly_plan(tmp_path: Path, fake_bin: FakeBin) -> None:
+    fake_bin.add("flyctl", FLYCTL_RULES)
+    plan = FlyDeployer(make_project(tmp_path), app="APP", region="REGION").plan()
+    assert readme_commands("flyctl") == [step.shown() for step in plan]
+
+
+def test_the_readme_shows_the_render_plan(tmp_path: Path) -> None:
+    plan = RenderDeployer(make_project(tmp_path)).plan()
+    assert readme_commands("git") == [step.shown() for step in plan if step.argv]
+
+
+def test_the_readme_shows_the_tunnel_commands(
+    tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section = " ".join(readme_deploy_section().split())
+    monkeypatch.setenv("PATH", fake_bin.path(only=True))
+    monkeypatch.setenv("NGROK_AUTHTOKEN", "2abc")
+    for name, rules in (
+        ("npx", NPX_RULES),
+        ("ngrok", NGROK_RULES),
+        ("cloudflared", CLOUDFLARED_RULES),
+    ):
+        fake_bin.add(name, rules)
+        program = TunnelDeployer(make_project(tmp_path, PORT="8000")).program()
+        assert program is not None
+        assert f"`{program.step.shown()}`" in section, program.name

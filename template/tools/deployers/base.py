@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 STATE_FILE = ".deploy-state.json"
 
 Printer = Callable[[str], None]
+PLAIN_WORD = re.compile(r"^[\w@%+=:,./*-]+$")
 
 
 def app_name(slug: str) -> str:
@@ -74,8 +75,9 @@ class Step:
             for value in self.hidden:
                 if value:
                     word = word.replace(value, "***")
-            shown.append(word)
-        return shlex.join(shown)
+            # Hidden values stay readable (KEY=***); everything else is quoted for a shell.
+            shown.append(word if PLAIN_WORD.match(word) else shlex.quote(word))
+        return " ".join(shown)
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,12 @@ class FlyDeployer(Deployer):
         fly, app, region = self.flyctl, self.app, self.region or DEFAULT_REGION
         database, redis = f"{app}-db", f"{app}-redis"
         forwarded, _ = self.forwarded_settings()
-        hidden = {self.secret_key, *(forwarded.get(key, "") for key in HIDDEN_SETTINGS)}
+        # {redis_url} is filled in at run time from `flyctl redis create`'s output.
+        hidden = {
+            self.secret_key,
+            "{redis_url}",
+            *(forwarded.get(key, "") for key in HIDDEN_SETTINGS),
+        }
         settings = [f"{key}={value}" for key, value in sorted(forwarded.items())]
         return [
             Step(
