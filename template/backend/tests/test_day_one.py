@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from tests.deploy_fakes import (
     FakeBin,
     with_failure,
 )
-from tests.services import settings_env
+from tests.services import free_port, settings_env
 from tests.support import PASSWORD
 from tools import day_one, project
 from tools.deployers.base import Outcome
@@ -70,12 +69,6 @@ def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBin:
 
 def run(root: Path, *args: str) -> int:
     return day_one.main([*args, "--non-interactive"], root=root)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_fly_end_to_end_with_a_fake_flyctl(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from app.core.config import Settings
 from tests.deploy_fakes import (
     CLOUDFLARED_RULES,
     FLY_APP,
@@ -26,10 +29,12 @@ from tests.deploy_fakes import (
     Rule,
     with_failure,
 )
+from tests.services import Mailbox, free_port, settings_env
+from tests.support import PASSWORD
 from tools.deployers import DEPLOYERS
 from tools.deployers.base import DeployState, Project, StepError, sha256, write_manifest
 from tools.deployers.fly import FlyDeployer, fly_manifest
-from tools.deployers.local import stop
+from tools.deployers.local import LocalDeployer, stop
 from tools.deployers.render import RenderDeployer, https_repository, render_manifest
 from tools.deployers.tunnel import TunnelDeployer
 
@@ -364,12 +369,6 @@ def test_fly_needs_a_redis_url_in_the_output(tmp_path: Path, fake_bin: FakeBin) 
 # Tunnels ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def tunnel(tmp_path: Path, **settings: str) -> TunnelDeployer:
     return TunnelDeployer(make_project(tmp_path, PORT=str(free_port()), **settings))
 
@@ -518,3 +517,47 @@ def test_the_readme_shows_the_tunnel_commands(
         program = TunnelDeployer(make_project(tmp_path, PORT="8000")).program()
         assert program is not None
         assert f"`{program.step.shown()}`" in section, program.name
+
+
+# The local target with Redis: the API and a worker that runs its jobs ---------------------
+
+
+@pytest.mark.redis
+def test_local_serves_the_api_and_a_worker_that_runs_its_jobs(
+    settings: Settings,
+    redis_url: str,
+    smtp_settings: dict[str, Any],
+    mailbox: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    environment = {
+        **settings_env(settings),
+        "REDIS_URL": redis_url,
+        **{name: str(value) for name, value in smtp_settings.items()},
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    root = Path(__file__).resolve().parents[2]
+    deployer = LocalDeployer(
+        Project(root, "My App", "my_app", {**environment, "PORT": str(free_port())})
+    )
+    assert [step.key for step in deployer.plan()] == ["api", "worker"]
+
+    outcome = deployer.serve(said()[1])
+    try:
+        assert len(outcome.processes) == 2
+        registered = httpx.post(
+            f"{outcome.urls['API']}/api/v1/auth/register",
+            json={"email": "local@example.com", "password": PASSWORD},
+            timeout=30,
+        )
+        assert registered.status_code == 201, registered.text
+        # The request only queued the email; the worker the target started sends it.
+        deadline = time.monotonic() + 60
+        while not mailbox.to("local@example.com") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (message,) = mailbox.to("local@example.com")
+        assert message["Subject"] == "Confirm your email address"
+    finally:
+        stop(outcome.processes)
+    assert all(process.returncode is not None for process in outcome.processes)
