@@ -15,11 +15,13 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
@@ -51,61 +53,60 @@ def read_password(email: str) -> str:
     return password
 
 
-async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
-    """Create the owner account, or promote an existing account; return what was done."""
+@asynccontextmanager
+async def database_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A transaction on the app's database; a database without the schema is a
+    CommandError that says what to run."""
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine).begin() as session:
-            owner = (
-                await session.scalars(
-                    select(User).where(User.role == Role.OWNER, User.is_active).limit(1)
-                )
-            ).first()
-            if if_none and owner is not None:
-                return f"An owner exists already ({owner.email}); nothing to do."
-            user = (await session.scalars(select(User).where(User.email == email))).one_or_none()
-            if user is not None:
-                if user.role is Role.OWNER and user.is_active:
-                    return f"{email} is an owner already; nothing to do."
-                user.role, user.is_active, user.is_verified = Role.OWNER, True, True
-                return f"{email} is now an owner; its password is unchanged."
-            password = read_password(email)
-            problem = password_problem(password, email=email)
-            if problem:
-                raise CommandError(f"{problem} Nothing was changed.")
-            session.add(
-                User(
-                    email=email,
-                    hashed_password=await hash_password(password),
-                    role=Role.OWNER,
-                    is_verified=True,
-                )
-            )
-            return f"Created the owner account {email}."
+            yield session
     except (OperationalError, ProgrammingError) as exc:
         raise CommandError(
             f"The database is not ready (run `alembic upgrade head` first): {exc.orig or exc}"
         ) from None
     finally:
         await engine.dispose()
+
+
+async def active_owner(session: AsyncSession) -> User | None:
+    return (
+        await session.scalars(select(User).where(User.role == Role.OWNER, User.is_active).limit(1))
+    ).first()
+
+
+async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
+    """Create the owner account, or promote an existing account; return what was done."""
+    async with database_session(settings) as session:
+        owner = await active_owner(session)
+        if if_none and owner is not None:
+            return f"An owner exists already ({owner.email}); nothing to do."
+        user = (await session.scalars(select(User).where(User.email == email))).one_or_none()
+        if user is not None:
+            if user.role is Role.OWNER and user.is_active:
+                return f"{email} is an owner already; nothing to do."
+            user.role, user.is_active, user.is_verified = Role.OWNER, True, True
+            return f"{email} is now an owner; its password is unchanged."
+        password = read_password(email)
+        problem = password_problem(password, email=email)
+        if problem:
+            raise CommandError(f"{problem} Nothing was changed.")
+        session.add(
+            User(
+                email=email,
+                hashed_password=await hash_password(password),
+                role=Role.OWNER,
+                is_verified=True,
+            )
+        )
+        return f"Created the owner account {email}."
 
 
 async def find_owner(settings: Settings) -> str | None:
     """The email of an active owner, or None when there is none yet."""
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            return (
-                await session.scalars(
-                    select(User.email).where(User.role == Role.OWNER, User.is_active).limit(1)
-                )
-            ).first()
-    except (OperationalError, ProgrammingError) as exc:
-        raise CommandError(
-            f"The database is not ready (run `alembic upgrade head` first): {exc.orig or exc}"
-        ) from None
-    finally:
-        await engine.dispose()
+    async with database_session(settings) as session:
+        owner = await active_owner(session)
+        return owner.email if owner else None
 
 
 def migrate(settings: Settings) -> str:

@@ -38,6 +38,7 @@ from tools.deployers.local import LocalDeployer, stop
 from tools.deployers.render import RenderDeployer, https_repository, render_manifest
 from tools.deployers.tunnel import TunnelDeployer
 
+FLY_STEPS = ["launch", "postgres", "attach", "redis", "secrets", "deploy"]
 # Fly app names and Render service names end up in DNS.
 DNS_LABEL = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -174,14 +175,7 @@ def test_fly_plan_is_the_documented_sequence(tmp_path: Path, fake_bin: FakeBin) 
     fake_bin.add("flyctl", FLYCTL_RULES)
     deployer = FlyDeployer(make_project(tmp_path), app=FLY_APP, region="ams")
     steps = deployer.plan()
-    assert [step.key for step in steps] == [
-        "launch",
-        "postgres",
-        "attach",
-        "redis",
-        "secrets",
-        "deploy",
-    ]
+    assert [step.key for step in steps] == FLY_STEPS
     commands = [step.argv[1:] for step in steps]
     assert commands[0][:4] == ("launch", "--no-deploy", "--copy-config", "--name")
     assert {"--no-db", "--no-redis", "--no-object-storage", "--yes"} <= set(commands[0])
@@ -292,14 +286,7 @@ def test_fly_runs_the_plan_in_order_and_passes_the_redis_url_on(
     assert f"REDIS_URL={REDIS_URL}" in secrets_call
     assert outcome.urls["app"] == "https://my-app.fly.dev"
     assert not any("s3cr3tpass" in line for line in lines), "the Redis password was printed"
-    assert DeployState(tmp_path).target("fly")["done_steps"] == [
-        "launch",
-        "postgres",
-        "attach",
-        "redis",
-        "secrets",
-        "deploy",
-    ]
+    assert DeployState(tmp_path).target("fly")["done_steps"] == FLY_STEPS
 
 
 def test_fly_stops_at_the_first_failure_with_its_output(tmp_path: Path, fake_bin: FakeBin) -> None:

@@ -217,10 +217,19 @@ class Deployer(ABC):
     description: ClassVar[str]
     manifest_file: ClassVar[str | None] = None
 
-    def __init__(self, project: Project, *, app: str | None = None, region: str | None = None):
+    def __init__(
+        self,
+        project: Project,
+        *,
+        app: str | None = None,
+        region: str | None = None,
+        template_region: str | None = None,
+    ) -> None:
         self.project = project
         self.app = app or app_name(project.slug)
-        self.region = region
+        # The questionnaire's region, which the template rendered the manifest for.
+        self.template_region = template_region
+        self.region = region or template_region
 
     def prerequisites(self, *, execute: bool) -> list[Check]:
         """What must be there before `run`; with execute=False, before planning."""

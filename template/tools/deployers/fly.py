@@ -154,8 +154,7 @@ class FlyDeployer(Deployer):
         region: str | None = None,
         template_region: str = DEFAULT_REGION,
     ) -> None:
-        super().__init__(project, app=app, region=region or template_region)
-        self.template_region = template_region
+        super().__init__(project, app=app, region=region, template_region=template_region)
         # A production key of its own: the one in .env signs development tokens only.
         self.secret_key = secrets.token_urlsafe(48)
         self.flyctl = find_program("flyctl", "fly") or "flyctl"
@@ -168,7 +167,9 @@ class FlyDeployer(Deployer):
         return fly_manifest(self.project.name, self.app, self.region or DEFAULT_REGION)
 
     def template_manifest(self) -> str:
-        return fly_manifest(self.project.name, app_name(self.project.slug), self.template_region)
+        return fly_manifest(
+            self.project.name, app_name(self.project.slug), self.template_region or DEFAULT_REGION
+        )
 
     def forwarded_settings(self) -> tuple[dict[str, str], list[str]]:
         """Settings from .env worth sending to Fly, and the groups left out and why."""

@@ -11,7 +11,7 @@ import re
 import subprocess
 from string import Template
 
-from .base import Check, Deployer, DeployState, Outcome, Printer, Project, Step, app_name
+from .base import Check, Deployer, DeployState, Outcome, Printer, Step, app_name
 
 DEFAULT_REGION = "oregon"
 REGIONS = ("oregon", "ohio", "virginia", "frankfurt", "singapore")
@@ -26,6 +26,20 @@ ASKED_SETTINGS = (
     "S3_ACCESS_KEY_ID",
     "S3_SECRET_ACCESS_KEY",
 )
+
+# What the web service and the worker both read: the asked-for settings, the database
+# and the Key Value instance.
+SHARED_ENV = Template("""\
+      - fromGroup: $services_group
+      - key: DATABASE_URL
+        fromDatabase:
+          name: $database_name
+          property: connectionString
+      - key: REDIS_URL
+        fromService:
+          type: keyvalue
+          name: $keyvalue_name
+          property: connectionString""")
 
 MANIFEST = Template("""\
 # Render Blueprint for $project_name; reference: https://render.com/docs/blueprint-spec
@@ -64,16 +78,7 @@ services:
         value: "*"
       - key: SECRET_KEY
         generateValue: true
-      - fromGroup: $services_group
-      - key: DATABASE_URL
-        fromDatabase:
-          name: $database_name
-          property: connectionString
-      - key: REDIS_URL
-        fromService:
-          type: keyvalue
-          name: $keyvalue_name
-          property: connectionString
+$shared_env
 
   # Runs the background jobs (email, file processing) from the Key Value queue.
   - type: worker
@@ -96,16 +101,7 @@ services:
           type: web
           name: $base_name
           envVarKey: SECRET_KEY
-      - fromGroup: $services_group
-      - key: DATABASE_URL
-        fromDatabase:
-          name: $database_name
-          property: connectionString
-      - key: REDIS_URL
-        fromService:
-          type: keyvalue
-          name: $keyvalue_name
-          property: connectionString
+$shared_env
 
   - type: keyvalue
     name: $keyvalue_name
@@ -144,15 +140,19 @@ def render_manifest(project_name: str, slug: str, region: str) -> str:
     """render.yaml for the project `slug` in `region`."""
     base_name = app_name(slug)
     asked = "".join(f"      - key: {key}\n        sync: false\n" for key in ASKED_SETTINGS)
+    names = {
+        "keyvalue_name": f"{base_name}-redis",
+        "database_name": f"{base_name}-db",
+        "services_group": f"{base_name}-services",
+    }
     return MANIFEST.substitute(
         project_name=project_name,
         slug=slug,
         region=region,
         base_name=base_name,
-        keyvalue_name=f"{base_name}-redis",
-        database_name=f"{base_name}-db",
-        services_group=f"{base_name}-services",
         asked_settings=asked,
+        shared_env=SHARED_ENV.substitute(names),
+        **names,
     )
 
 
@@ -172,17 +172,6 @@ class RenderDeployer(Deployer):
     description = "Render: a Blueprint with the API, a worker, Key Value and Postgres"
     manifest_file = "render.yaml"
 
-    def __init__(
-        self,
-        project: Project,
-        *,
-        app: str | None = None,
-        region: str | None = None,
-        template_region: str = DEFAULT_REGION,
-    ) -> None:
-        super().__init__(project, app=app, region=region or template_region)
-        self.template_region = template_region
-
     @property
     def url(self) -> str:
         # Render appends a suffix when the name is taken; the dashboard shows the final one.
@@ -192,7 +181,9 @@ class RenderDeployer(Deployer):
         return render_manifest(self.project.name, self.project.slug, self.region or DEFAULT_REGION)
 
     def template_manifest(self) -> str:
-        return render_manifest(self.project.name, self.project.slug, self.template_region)
+        return render_manifest(
+            self.project.name, self.project.slug, self.template_region or DEFAULT_REGION
+        )
 
     def remote(self) -> str | None:
         result = subprocess.run(
