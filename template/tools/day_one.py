@@ -250,6 +250,8 @@ def print_plan(deployer: Deployer, report: Report) -> None:
         print(f"  {number}. {step.purpose}")
         if step.argv:
             print(f"       $ {step.shown()}")
+    for note in deployer.notes():
+        report.say(f"note: {note}")
 
 
 def interrupt(_signal: int, _frame: FrameType | None) -> None:
@@ -300,7 +302,10 @@ def up(args: argparse.Namespace, root: Path) -> int:
             "flyctl is installed: run the plan's commands now?", interactive=interactive
         )
     missing = []
-    for check in deployer.prerequisites(execute=execute):
+    checks = deployer.prerequisites(execute=execute)
+    if not checks:
+        report.say("none needed for this step")
+    for check in checks:
         report.say(f"{'ok' if check.ok else 'MISSING'}: {check.what}")
         if not check.ok:
             report.say(f"    fix: {check.fix}")

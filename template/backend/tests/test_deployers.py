@@ -215,6 +215,9 @@ def test_fly_plan_hides_secrets_and_leaves_local_services_out(tmp_path: Path) ->
         "S3_ENDPOINT_URL (http://localhost:9000 is on this machine)",
         "FRONTEND_URL (http://localhost:3000 is on this machine)",
     ]
+    assert [note.split(";")[0] for note in deployer.notes()] == [
+        f"left out of the secrets: {line}" for line in skipped
+    ]
 
 
 def test_a_fresh_production_key_per_deployer(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
@@ -247,8 +246,9 @@ class Deployer(ABC):
         """The exact commands the target needs, in order."""
         return []
 
-    def env(self) -> dict[str, str]:
-        return dict(os.environ)
+    def notes(self) -> list[str]:
+        """What the user should know about the plan (settings left out, and why)."""
+        return []
 
     @abstractmethod
     def run(self, say: Printer, state: DeployState, *, execute: bool) -> Outcome:

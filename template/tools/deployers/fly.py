@@ -284,6 +284,14 @@ class FlyDeployer(Deployer):
             ),
         ]
 
+    def notes(self) -> list[str]:
+        _, skipped = self.forwarded_settings()
+        return [
+            f"left out of the secrets: {line}; set a production value with "
+            f"flyctl secrets set --app {self.app}"
+            for line in skipped
+        ]
+
     def prerequisites(self, *, execute: bool) -> list[Check]:
         if not execute:
             return []
@@ -312,9 +320,13 @@ class FlyDeployer(Deployer):
     def run(self, say: Printer, state: DeployState, *, execute: bool) -> Outcome:
         record = state.target(self.name)
         done: list[str] = list(record.get("done_steps", []))
-        outcome = Outcome(urls={"app": self.url, "API docs": f"{self.url}/docs"})
         if not execute:
-            return outcome
+            say(
+                "Plan only: add --execute to run it here (flyctl installed and logged in), "
+                "or run the commands yourself in this order."
+            )
+            return Outcome(urls={"app (once deployed)": self.url})
+        outcome = Outcome(urls={"app": self.url, "API docs": f"{self.url}/docs"})
         values: dict[str, str] = {}
         for step in self.plan():
             if step.key in done and step.key != "deploy":
