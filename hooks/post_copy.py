@@ -3,9 +3,15 @@
 Runs once, from the new project's directory, right after `copier copy`:
 
 1. writes `.env` from `.env.template` with freshly generated secrets, unless a `.env`
-   already exists (an existing one is never replaced);
+   already exists (an existing one is never replaced), with the project's own
+   tools/envfile.py;
 2. with --init-git=True, creates a git repository and commits the generated files, so
    that `copier update` can bring in template improvements later.
+
+When the project is a git project with history already (`copier recopy --overwrite`, or
+`copier copy --overwrite` over it), the copy has just overwritten its files: instead of
+step 2, post_update.protect_regeneration puts back every file the user had changed and
+leaves the template's version beside it as FILE.new.
 
 Only the standard library is used: this runs under the Python that runs Copier.
 """
@@ -13,41 +19,30 @@ Only the standard library is used: this runs under the Python that runs Copier.
 from __future__ import annotations
 
 import argparse
-import secrets
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-# Settings in .env.template whose empty value is filled with a fresh random secret.
-GENERATED_SECRETS = ("SECRET_KEY",)
-
-
-def render_env(template_text: str) -> str:
-    """Fill each empty secret line of the .env template with a new random value."""
-    lines = []
-    for line in template_text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name in GENERATED_SECRETS and not value:
-            line = f"{name}={secrets.token_urlsafe(48)}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+# Copier runs this file as a script, so its own directory is on sys.path.
+from post_update import protect_regeneration
 
 
 def write_env(project: Path) -> None:
-    env_file = project / ".env"
-    template = project / ".env.template"
-    if env_file.exists():
+    """Create .env with the generated project's own code, the same that `day_one` runs."""
+    spec = importlib.util.spec_from_file_location("envfile", project / "tools" / "envfile.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {project / 'tools' / 'envfile.py'}")
+    envfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(envfile)
+    if envfile.create_env(project):
+        print("Wrote .env with a new SECRET_KEY (gitignored; keep it out of version control).")
+    else:
         print(".env already exists; left as it is.")
-        return
-    env_file.write_text(render_env(template.read_text(encoding="utf-8")), encoding="utf-8")
-    env_file.chmod(0o600)
-    print("Wrote .env with a new SECRET_KEY (gitignored; keep it out of version control).")
 
 
 def git(project: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=project, check=True, capture_output=True, text=True
-    )
+    result = subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, text=True)
     return result.stdout.strip()
 
 
@@ -79,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-git", default="True")
     parser.add_argument("--author-name", default="dayone")
     parser.add_argument("--author-email", default="dayone@example.com")
+    parser.add_argument("--template", default=None)
+    parser.add_argument("--answers-file", default=".copier-answers.yml")
     args = parser.parse_args(argv)
     project = Path.cwd()
     write_env(project)
+    if args.template and protect_regeneration(project, args.template, args.answers_file):
+        return 0
     if args.init_git == "True":
         init_git(project, args.author_name, args.author_email)
     return 0
