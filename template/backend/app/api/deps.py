@@ -74,7 +74,9 @@ def get_storage(request: Request) -> Storage:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the session commits as the route returns, before the response is
+# sent, so that a failed commit becomes the answer instead of following a success.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
@@ -115,6 +117,11 @@ async def get_verified_user(user: CurrentUser) -> User:
 
 
 VerifiedUser = Annotated[User, Depends(get_verified_user)]
+
+
+# OFFSET is a 64-bit integer in PostgreSQL and SQLite: a larger one is refused with a 422
+# here rather than by the database with an error.
+MAX_OFFSET = 2**63 - 1
 
 
 def client_address(request: Request) -> str:

@@ -16,7 +16,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import func, select
 
-from app.api.deps import CurrentUser, JobsDep, SessionDep, SettingsDep, StorageDep, VerifiedUser
+from app.api.deps import (
+    MAX_OFFSET,
+    CurrentUser,
+    JobsDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    VerifiedUser,
+)
 from app.core.rbac import Role
 from app.models import File
 from app.schemas.file import FileOut, FilePage
@@ -111,7 +119,7 @@ async def list_files(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> FilePage:
     """The signed-in user's own files, newest first."""
     mine = select(File).where(File.owner_id == user.id)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select
 
-from app.api.deps import CurrentUser, SessionDep, get_verified_user
+from app.api.deps import MAX_OFFSET, CurrentUser, SessionDep, get_verified_user
 from app.core.rbac import Role, require_roles
 from app.models import User
 from app.schemas.user import RoleIn, UserOut, UserPage, UserUpdate
@@ -59,7 +59,7 @@ async def list_users(
     _: Manager,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> UserPage:
     users = await session.scalars(
         select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.services.storage_service import StorageUnavailableError
@@ -70,6 +72,24 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
+# SQLSTATE classes of a database that cannot serve now rather than of a query it refused:
+# connection exceptions (08), insufficient resources such as too many connections (53),
+# operator intervention such as a shutdown or restart in progress (57).
+UNREACHABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+DATABASE_UNREACHABLE = "The database is unreachable; try again soon."
+
+
+def database_unreachable(exc: Exception) -> bool:
+    """Whether `exc` means the database could not be reached, not that a query was wrong."""
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return exc.connection_invalidated or (
+            isinstance(sqlstate, str) and sqlstate[:2] in UNREACHABLE_SQLSTATE_CLASSES
+        )
+    # The driver raises these itself while it connects, before SQLAlchemy wraps anything.
+    return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
+
+
 UNAVAILABLE: dict[type[Exception], str] = {
     QueueUnavailableError: "The job queue is unreachable, so nothing was done; try again soon.",
     StorageUnavailableError: "File storage is unavailable, so nothing was stored; try again soon.",
@@ -102,6 +122,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for error_class in UNAVAILABLE:
         app.add_exception_handler(error_class, service_unavailable)
+
+    # A database outage is answered like any other dependency's: 503 with Retry-After.
+    # The pool replaces dropped connections by itself once the database is back.
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unreachable(exc):
+            return await unhandled_exception(request, exc)
+        logger.error("Database unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, DATABASE_UNREACHABLE, headers={"Retry-After": "30"})
+
+    for error_class in (DBAPIError, ConnectionError, TimeoutError, socket.gaierror):
+        app.add_exception_handler(error_class, database_error)
 
     @app.exception_handler(Exception)
     async def unhandled_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,205 @@
+"""The whole user journey over HTTP, on the real stack.
+
+A project generated with the default answers runs as it would in production: the API
+under uvicorn and one RQ worker, each started with the project's own command, against
+PostgreSQL (a fresh database), Redis, moto's S3 server and an SMTP server on loopback.
+Every step of the journey checks the status and the body it gets back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ProjectEnv
+from e2e_support import (
+    OWNER_EMAIL,
+    OWNER_PASSWORD,
+    SHARED_REDIS,
+    Stack,
+    error_of,
+    launch,
+    link_token,
+    redis_cli,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+# The issue's target for the journey; generous for a loaded 2-core CI machine.
+JOURNEY_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def stack(
+    render: Callable[..., Path], project_env: ProjectEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    redis_cli(SHARED_REDIS, "FLUSHDB")
+    with launch(render(), project_env, tmp_path_factory.mktemp("e2e"), redis_url=SHARED_REDIS) as (
+        running
+    ):
+        yield running
+
+
+def png_bytes(size: int) -> bytes:
+    """`size` bytes that the app's content detection takes for a PNG image."""
+    return b"\x89PNG\r\n\x1a\n" + os.urandom(size - 8)
+
+
+def test_the_user_journey(stack: Stack) -> None:
+    api, mailbox = stack.api, stack.mailbox
+    started = time.monotonic()
+    email, password = "alice@example.com", "correct horse battery staple 42"
+
+    # Register: the account exists, unverified, as a member; the email goes out through
+    # Redis, the worker and SMTP.
+    registered = api.call(
+        "POST",
+        "/api/v1/auth/register",
+        201,
+        json={"email": "Alice@Example.com", "password": password, "full_name": "Alice"},
+    ).json()
+    assert registered["email"] == email
+    assert registered["full_name"] == "Alice"
+    assert registered["role"] == "member"
+    assert (registered["is_active"], registered["is_verified"]) == (True, False)
+    assert "hashed_password" not in registered
+
+    (message,) = mailbox.wait_for(email)
+    assert message["Subject"] == "Confirm your email address"
+    assert message["From"].addresses[0].domain.endswith(".localhost")
+    token = link_token(message, "verify-email")
+
+    # Logged in but unverified: uploads are refused until the link is followed.
+    pair = api.login(email, password)
+    refused = api.call(
+        "POST",
+        "/api/v1/files",
+        403,
+        token=pair["access_token"],
+        files={"file": ("early.png", png_bytes(64), "image/png")},
+    )
+    assert "Verify your email address" in error_of(refused)["message"]
+
+    # Follow the link: the web app posts the token from the link's fragment.
+    api.call("POST", "/api/v1/auth/verify", 204, json={"token": token})
+    again = api.call("POST", "/api/v1/auth/verify", 400, json={"token": token})
+    assert error_of(again)["code"] == "bad_request"
+
+    first = api.login(email, password)
+    me = api.call("GET", "/api/v1/users/me", 200, token=first["access_token"]).json()
+    assert (me["id"], me["email"], me["is_verified"]) == (registered["id"], email, True)
+
+    # Refresh rotates: a new refresh token, and the spent one must never work again.
+    rotated = api.call(
+        "POST", "/api/v1/auth/refresh", 200, json={"refresh_token": first["refresh_token"]}
+    ).json()
+    assert rotated["refresh_token"] != first["refresh_token"]
+    assert rotated["access_token"] != first["access_token"]
+    api.call("GET", "/api/v1/users/me", 200, token=rotated["access_token"])
+    reused = api.call(
+        "POST", "/api/v1/auth/refresh", 401, json={"refresh_token": first["refresh_token"]}
+    )
+    assert error_of(reused) == {
+        "code": "unauthorized",
+        "message": "The refresh token is not valid.",
+        "details": None,
+    }
+    # Reuse means the token leaked: the whole family ends, the newest token with it.
+    api.call("POST", "/api/v1/auth/refresh", 401, json={"refresh_token": rotated["refresh_token"]})
+
+    # A fresh login starts a new family.
+    session = api.login(email, password)
+    access = session["access_token"]
+
+    # Upload: streamed to S3, then checked by the worker's process_file job.
+    content = png_bytes(6 * 1024 * 1024 + 12345)  # over one 5 MiB part: a multipart upload
+    uploaded = api.call(
+        "POST",
+        "/api/v1/files",
+        201,
+        token=access,
+        files={"file": ("holiday photo.png", content, "application/octet-stream")},
+    ).json()
+    assert uploaded["owner_id"] == registered["id"]
+    assert uploaded["original_name"] == "holiday photo.png"
+    assert uploaded["content_type"] == "image/png"  # from the bytes, not the declared type
+    assert uploaded["size"] == len(content)
+    assert uploaded["checksum_sha256"] == hashlib.sha256(content).hexdigest()
+    assert uploaded["status"] == "pending"
+
+    def processed() -> dict[str, object] | None:
+        file = api.call("GET", f"/api/v1/files/{uploaded['id']}", 200, token=access).json()
+        return file if file["status"] != "pending" else None
+
+    file = wait_until(processed, "the worker to process the upload")
+    assert file["status"] == "ready", stack.log("worker")[-3000:]
+    assert file["processed_at"] is not None
+    listed = api.call("GET", "/api/v1/files", 200, token=access).json()
+    assert [item["id"] for item in listed["items"]] == [uploaded["id"]]
+    assert listed["total"] == 1
+
+    # Download: a short-lived presigned URL, fetched without the API's credentials.
+    redirect = api.call("GET", f"/api/v1/files/{uploaded['id']}/download", 307, token=access)
+    assert redirect.headers["Cache-Control"] == "no-store"
+    location = redirect.headers["Location"]
+    assert location.startswith(f"{stack.s3.url}/")
+    downloaded = requests.get(location, timeout=60)
+    assert downloaded.status_code == 200
+    assert downloaded.content == content
+    assert downloaded.headers["Content-Type"] == "image/png"
+    assert "holiday%20photo.png" in downloaded.headers["Content-Disposition"]
+
+    # The owner (made by `python -m app.cli create-owner`) promotes Alice to admin.
+    owner = api.login(OWNER_EMAIL, OWNER_PASSWORD)
+    promoted = api.call(
+        "PUT",
+        f"/api/v1/users/{registered['id']}/role",
+        200,
+        token=owner["access_token"],
+        json={"role": "admin"},
+    ).json()
+    assert (promoted["id"], promoted["role"]) == (registered["id"], "admin")
+
+    # The role is read on every request: Alice's current token now lists users.
+    page = api.call("GET", "/api/v1/users", 200, token=access).json()
+    assert page["total"] == 2
+    assert (page["limit"], page["offset"]) == (50, 0)
+    assert [(user["email"], user["role"]) for user in page["items"]] == [
+        (OWNER_EMAIL, "owner"),
+        (email, "admin"),
+    ]
+
+    # Logout ends this login: its refresh token is spent, whoever holds it.
+    api.call("POST", "/api/v1/auth/logout", 204, json={"refresh_token": session["refresh_token"]})
+    ended = api.call(
+        "POST", "/api/v1/auth/refresh", 401, json={"refresh_token": session["refresh_token"]}
+    )
+    assert error_of(ended)["message"] == "The refresh token is not valid."
+
+    elapsed = time.monotonic() - started
+    print(f"journey: {elapsed:.1f} s")
+    assert elapsed < JOURNEY_SECONDS
+    # One message per registration: nothing was sent twice.
+    assert len(mailbox.to(email)) == 1
+    # Nothing failed along the way.
+    assert "Traceback" not in stack.log("api")
+    assert "Traceback" not in stack.log("worker")
+
+
+def test_readiness_names_every_dependency_ok(stack: Stack) -> None:
+    ready = stack.api.call("GET", "/health/ready", 200).json()
+    assert ready == {
+        "status": "ok",
+        "failing": [],
+        "checks": {
+            "database": {"status": "ok", "detail": None},
+            "redis": {"status": "ok", "detail": None},
+            "storage": {"status": "ok", "detail": None},
+        },
+    }
