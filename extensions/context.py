@@ -101,7 +101,13 @@ def load_deployers(directory: Path = DEPLOYERS_DIR) -> ModuleType:
         raise ImportError(f"cannot load the deployers from {directory}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    # No __pycache__ in the template checkout: Copier would copy it into the project.
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     return module
 
 

@@ -34,7 +34,13 @@ def write_env(project: Path) -> None:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {project / 'tools' / 'envfile.py'}")
     envfile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(envfile)
+    # A __pycache__ left in tools/ would be an untracked file in the new project.
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        spec.loader.exec_module(envfile)
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     if envfile.create_env(project):
         print("Wrote .env with a new SECRET_KEY (gitignored; keep it out of version control).")
     else:

@@ -49,7 +49,9 @@ def day_one_until_healthy(project: Path, env: dict[str, str], port: int) -> str:
         deadline = time.monotonic() + 240
         while health(port) != 200:
             if process.poll() is not None:
-                pytest.fail(f"day_one exited with {process.returncode}:\n{process.communicate()[0]}")
+                pytest.fail(
+                    f"day_one exited with {process.returncode}:\n{process.communicate()[0]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("the API did not answer within 240 s")
             time.sleep(0.25)

@@ -325,7 +325,12 @@ def deployer_output(project: Path, expression: str) -> str:
         f"sys.stdout.write({expression})\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=False
+        # -B: no __pycache__ in the shared render, which other tests list file by file.
+        [sys.executable, "-B", "-c", code],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
