@@ -19,7 +19,6 @@ pytestmark = pytest.mark.slow
 POSTGRES_SERVER = os.environ.get(
     "TEMPLATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("TEMPLATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
 @pytest.mark.parametrize("name", sorted(COMBINATIONS))
@@ -38,27 +37,6 @@ def test_linters_and_types_are_clean(
 def test_suite_passes_on_sqlite(render: Callable[..., Path], project_env: ProjectEnv) -> None:
     result = project_env.run(render(), "pytest", "-q", "-p", "no:cacheprovider")
     assert " passed" in result.stdout
-
-
-@pytest.mark.postgres
-@pytest.mark.redis
-def test_suite_passes_on_postgres_and_redis(
-    render: Callable[..., Path], project_env: ProjectEnv
-) -> None:
-    result = project_env.run(
-        render(),
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-rs",
-        TEST_DATABASE_URL=POSTGRES_SERVER,
-        TEST_REDIS_URL=REDIS_URL,
-        REQUIRE_POSTGRES="1",
-        REQUIRE_REDIS="1",
-    )
-    assert " passed" in result.stdout
-    assert "skipped" not in result.stdout
 
 
 @pytest.mark.parametrize("version", ["3.12", "3.13"])

@@ -543,9 +543,9 @@ def run_workflow_steps(
 ) -> dict[str, str]:
     """Run the `run:` steps as a runner does, carrying $GITHUB_ENV on to later steps.
 
-    Returns the variables the steps exported.
+    Returns each step's output by the step's name.
     """
-    exported: dict[str, str] = {}
+    outputs: dict[str, str] = {}
     for step in steps:
         if "run" not in step:
             continue
@@ -562,10 +562,9 @@ def run_workflow_steps(
             check=False,
         )
         assert result.returncode == 0, f"step {step.get('name', step['run'])!r}: {report(result)}"
-        new = read_env_file(github_env)
-        exported.update(new)
-        env.update(new)
-    return exported
+        env.update(read_env_file(github_env))
+        outputs[step.get("name", step["run"])] = result.stdout
+    return outputs
 
 
 @pytest.mark.slow
@@ -582,9 +581,13 @@ def test_workflow_commands_pass(
     assert {"postgres", "redis"} <= set(job["services"])
 
     env = uv_env(project_env, DEFAULT_PYTHON)
-    run_workflow_steps(job["steps"], project, env, tmp_path / "github_env")
+    outputs = run_workflow_steps(job["steps"], project, env, tmp_path / "github_env")
 
     assert (project / "backend" / "uv.lock").exists()
+    # The Test step is the generated suite on PostgreSQL and Redis, as the project's CI
+    # runs it (REQUIRE_POSTGRES, REQUIRE_REDIS): every test runs, none is skipped.
+    assert " passed" in outputs["Test"]
+    assert "skipped" not in outputs["Test"]
 
 
 @pytest.mark.slow
