@@ -354,15 +354,14 @@ def up(args: argparse.Namespace, root: Path) -> int:
     except StepError as exc:
         report.say(f"FAILED: {exc}")
         print(exc.output.rstrip(), file=sys.stderr)
-        finish(report, state, target, deployer, Outcome(), status=1)
-        return 1
+        return finish(report, state, target, deployer, Outcome(), status=1)
     except RuntimeError as exc:
         raise DayOneError(str(exc)) from None
     report.changed.extend(outcome.done)
-    status = finish(report, state, target, deployer, outcome, status=0)
+    code = finish(report, state, target, deployer, outcome, status=0)
     if outcome.processes:
         return wait_in_foreground(outcome)
-    return status
+    return code
 
 
 def finish(
