@@ -184,15 +184,12 @@ def find_program(*names: str) -> str | None:
     return None
 
 
-def run_step(
-    step: Step, *, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 1800
-) -> str:
+def run_step(step: Step, *, cwd: Path, timeout: float = 1800) -> str:
     """Run one planned command; return its output or raise StepError with it."""
     try:
         result = subprocess.run(  # noqa: S603 - the argv is the plan the user was shown
             list(step.argv),
             cwd=cwd,
-            env=dict(env) if env is not None else None,
             capture_output=True,
             text=True,
             timeout=timeout,
