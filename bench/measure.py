@@ -38,7 +38,7 @@ POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.
 CONNECTIONS = 32
 LOAD_SECONDS = 10.0
 WARMUP_SECONDS = 2.0
-SECRET_KEY = "bench-only-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+SECRET_KEY = "bench-only-key-Vq8Lz3Rn6Tw1Yb4Km7Xc2Hf5Jd9Gs0Pa-Ue_Io"
 PASSWORD = "a bench passphrase for the owner"
 MIB = 1024 * 1024
 
@@ -90,6 +90,7 @@ class Stack:
             # not by the API as it starts.
             "ENVIRONMENT": "production",
             "SECRET_KEY": SECRET_KEY,
+            "FRONTEND_URL": "https://app.example.test",
             "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
             "UPLOAD_DIR": str(workdir / "uploads"),
             "EMAIL_OUTBOX_DIR": str(workdir / "outbox"),

@@ -50,8 +50,14 @@ def stack(
 ) -> Iterator[Stack]:
     redis_cli(SHARED_REDIS, "FLUSHDB")
     # No worker: what is checked is the API's answers; the jobs it enqueues wait in Redis.
+    # Production serves no schema unless DOCS_ENABLED asks for it, as here.
     with launch(
-        render(), project_env, tmp_path_factory.mktemp("fuzz"), redis_url=SHARED_REDIS, worker=False
+        render(),
+        project_env,
+        tmp_path_factory.mktemp("fuzz"),
+        redis_url=SHARED_REDIS,
+        worker=False,
+        DOCS_ENABLED="true",
     ) as running:
         yield running
 

@@ -251,7 +251,8 @@ def test_compose_stack_is_wired_together(project: Path, tmp_path: Path) -> None:
     dotenv = read_env_file(project / ".env")
     assert dotenv["HOST"] == "127.0.0.1"
     assert environment["HOST"] == "0.0.0.0"
-    assert environment["ENVIRONMENT"] == "production"
+    # A local stack: plain http and email links to localhost, which production refuses.
+    assert environment["ENVIRONMENT"] == "development"
     # The secret reaches the containers from .env, and only from there.
     assert dotenv["SECRET_KEY"]
     assert environment["SECRET_KEY"] == dotenv["SECRET_KEY"]
@@ -481,6 +482,7 @@ def install_like_the_image(
         "PYTHONUNBUFFERED": "1",
         "ENVIRONMENT": "production",
         "SECRET_KEY": "image-check-Zq7vN3xW8pL2rT5yK9mB4cF6hJ1dG0sA-uE_iO",
+        "FRONTEND_URL": "https://app.example.test",
     }
     return app_dir, runtime_env
 

@@ -31,13 +31,19 @@ def parse_env(text: str) -> dict[str, str]:
     return values
 
 
+def new_secret_key() -> str:
+    """A fresh SECRET_KEY: 48 random bytes, URL-safe base64, well past the 256 bits the
+    app's check asks for."""
+    return secrets.token_urlsafe(48)
+
+
 def render_env(template_text: str) -> str:
     """The .env template with each empty secret filled with a new random value."""
     lines = []
     for line in template_text.splitlines():
         name, sep, value = line.partition("=")
         if sep and name in GENERATED_SECRETS and not value:
-            line = f"{name}={secrets.token_urlsafe(48)}"
+            line = f"{name}={new_secret_key()}"
         lines.append(line)
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,8 @@ def main() -> None:
         host=settings.HOST,
         port=settings.PORT,
         reload=args.reload,
-        proxy_headers=True,
+        # The client address is decided by app.core.proxy, from settings, alone.
+        proxy_headers=False,
     )
 
 

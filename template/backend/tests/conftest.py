@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.core.config import Environment, Settings, async_database_url
 from app.core.migrations import upgrade_to_head
 from app.main import create_app
-from tests.support import empty_tables
+from tests.support import empty_tables, token_for
 
-TEST_SECRET_KEY = "test-only-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+# A fixed key, so that processes the tests start (workers, servers) share it.
+TEST_SECRET_KEY = "tests-only-N4kz8Qw2Lr7Vx1Hc5Jp9Tb3Fm6Yd0Gs2Ea8Ku4Wo7Ri1Zn5"
 
 pytest_plugins = ["tests.services"]
 
@@ -110,3 +111,9 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     transport = ASGITransport(app=app, raise_app_exceptions=False)
     async with AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture
+async def ada(app: FastAPI, settings: Settings) -> dict[str, str]:
+    """Authorization headers of a verified member, ada@example.com."""
+    return await token_for(app, settings, "ada@example.com")

@@ -18,12 +18,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -182,3 +184,44 @@ def run_worker(settings: Settings) -> subprocess.CompletedProcess[str]:
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 120
     return result
+
+
+@contextmanager
+def api_server(settings: Settings, log: Path) -> Iterator[str]:
+    """The API on `settings` in a process of its own, on a free port, as `python -m app`
+    serves it; yields its base URL. Its output goes to `log`."""
+    port = free_port()
+    with log.open("w") as output:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--no-proxy-headers",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=BACKEND_DIR,
+            env={**os.environ, **settings_env(settings)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

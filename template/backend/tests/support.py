@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
@@ -23,6 +24,7 @@ from app.core.rbac import Role
 from app.core.security import create_access_token, password_hash
 from app.main import create_app
 from app.models import Base, User
+from app.services import token_service
 
 PASSWORD = "correct horse battery staple"
 
@@ -51,7 +53,14 @@ async def running_app(
 async def token_for(app: FastAPI, settings: Settings, email: str, **options: Any) -> dict[str, str]:
     """Authorization headers of a new account (verified member unless told otherwise)."""
     user = await add_user(app, email, **options)
-    return bearer(create_access_token(user.id, settings, utcnow()))
+    return bearer(await access_token(app, settings, user.id))
+
+
+async def access_token(app: FastAPI, settings: Settings, user_id: uuid.UUID) -> str:
+    """An access token of a new login of the user, as logging in would give."""
+    async with app.state.sessionmaker.begin() as session:
+        family = await token_service.start_family(session, user_id, settings)
+    return create_access_token(user_id, family.family_id, settings, utcnow())
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -59,11 +68,15 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def register(client: AsyncClient, email: str = "ada@example.com") -> dict[str, Any]:
+    """Register through the API; the new account as /users/me shows it."""
     response = await client.post(
         "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
     )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
+    assert response.status_code == 202, response.text
+    tokens = await login(client, email)
+    me = await client.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200, me.text
+    body: dict[str, Any] = me.json()
     return body
 
 
@@ -130,3 +143,16 @@ def link_token(message: EmailMessage) -> str:
     found = re.search(r"#token=([A-Za-z0-9_-]+)", text_body(message))
     assert found, text_body(message)
     return found.group(1)
+
+
+async def upload(
+    client: AsyncClient,
+    headers: dict[str, str],
+    content: bytes,
+    name: str = "picture.png",
+    declared: str = "image/png",
+) -> Any:
+    """POST /files with one file, as a browser's form sends it."""
+    return await client.post(
+        "/api/v1/files", headers=headers, files={"file": (name, content, declared)}
+    )

@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from app.core.clock import utcnow
 from app.core.config import Settings
-from app.core.security import create_access_token
 from app.main import create_app
 from app.models import User
 from tests.support import PASSWORD, bearer, login, messages_to, register
@@ -66,7 +65,7 @@ async def test_register_rejects_bad_bodies(
     ("password", "reason"),
     [
         ("short", "at least 8 characters"),
-        ("password123", "most common"),
+        ("password123", "common password"),
         ("ada@example.com", "must not be your email"),
     ],
 )
@@ -117,12 +116,22 @@ async def test_passwords_are_not_truncated(client: AsyncClient) -> None:
     assert response.status_code == 401
 
 
-async def test_a_duplicate_email_is_a_conflict(client: AsyncClient) -> None:
+async def test_registering_a_taken_address_looks_the_same_and_tells_its_owner(
+    client: AsyncClient, settings: Settings
+) -> None:
+    fresh = await client.post(
+        "/api/v1/auth/register", json={"email": "new@example.com", "password": PASSWORD}
+    )
     await register(client)
-    response = await client.post(
+    taken = await client.post(
         "/api/v1/auth/register", json={"email": "ADA@example.com", "password": PASSWORD}
     )
-    assert response.status_code == 409
+    assert (taken.status_code, taken.json()) == (fresh.status_code, fresh.json())
+    assert taken.status_code == 202
+    subjects = [message["Subject"] for message in messages_to(settings, "ada@example.com")]
+    assert subjects == ["Confirm your email address", "Someone tried to sign up with your address"]
+    # The account keeps its password: the second registration changed nothing.
+    assert (await login(client, "ada@example.com"))["access_token"]
 
 
 async def deactivate(app: FastAPI, email: str) -> None:
@@ -232,10 +241,11 @@ def b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def forge(settings: Settings, user_id: str, **changes: Any) -> str:
+def forge(settings: Settings, who: dict[str, str], **changes: Any) -> str:
+    """A token signed with the app's key for `who` (its sub and sid), with `changes`."""
     now = utcnow()
     claims: dict[str, Any] = {
-        "sub": user_id,
+        **who,
         "iss": settings.JWT_ISSUER,
         "aud": settings.JWT_AUDIENCE,
         "iat": int(now.timestamp()),
@@ -253,15 +263,16 @@ def forge(settings: Settings, user_id: str, **changes: Any) -> str:
     return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
 
-# Each row: a name and how to make the token from (settings, user id). Add rows to extend.
-JWT_ATTACKS: list[tuple[str, Callable[[Settings, str], str]]] = [
-    ("alg none", lambda s, u: b64({"alg": "none", "typ": "at+jwt"}) + "." + b64({"sub": u}) + "."),
+# Each row: a name and how to make the token from (settings, the genuine sub and sid).
+# Add rows to extend.
+JWT_ATTACKS: list[tuple[str, Callable[[Settings, dict[str, str]], str]]] = [
+    ("alg none", lambda s, u: b64({"alg": "none", "typ": "at+jwt"}) + "." + b64(u) + "."),
     ("HS384 instead of HS256", lambda s, u: forge(s, u, algorithm="HS384")),
     ("empty signature", lambda s, u: forge(s, u).rsplit(".", 1)[0] + "."),
     (
         "wrong key",
         lambda s, u: jwt.encode(
-            {"sub": u}, "another-key-" * 4, algorithm="HS256", headers={"typ": "at+jwt"}
+            u, "another-key-" * 4, algorithm="HS256", headers={"typ": "at+jwt"}
         ),
     ),
     ("kid header", lambda s, u: forge(s, u, headers={"kid": "../../dev/null"})),
@@ -277,18 +288,29 @@ JWT_ATTACKS: list[tuple[str, Callable[[Settings, str], str]]] = [
     ("wrong iss", lambda s, u: forge(s, u, iss="someone-else")),
     ("sub not a uuid", lambda s, u: forge(s, u, sub="admin")),
     ("sub of nobody", lambda s, u: forge(s, u, sub=str(uuid.uuid4()))),
+    ("no sid", lambda s, u: forge(s, u, sid=None)),
+    ("sid of no login", lambda s, u: forge(s, u, sid=str(uuid.uuid4()))),
+    ("sid not a uuid", lambda s, u: forge(s, u, sid=12)),
+    ("exp as a string", lambda s, u: forge(s, u, exp=str(int(utcnow().timestamp()) + 300))),
+    ("iat as a string", lambda s, u: forge(s, u, iat=str(int(utcnow().timestamp())))),
+    ("exp true", lambda s, u: forge(s, u, exp=True)),
     ("garbage", lambda s, u: "not.a.token"),
 ]
 
 
 @pytest.mark.parametrize(("name", "make"), JWT_ATTACKS, ids=[name for name, _ in JWT_ATTACKS])
 async def test_forged_access_tokens_get_401(
-    client: AsyncClient, settings: Settings, name: str, make: Callable[[Settings, str], str]
+    client: AsyncClient,
+    settings: Settings,
+    name: str,
+    make: Callable[[Settings, dict[str, str]], str],
 ) -> None:
-    user = await register(client)
-    genuine = forge(settings, user["id"])
+    await register(client)
+    claims = jwt.decode((await login(client))["access_token"], options={"verify_signature": False})
+    who = {"sub": claims["sub"], "sid": claims["sid"]}
+    genuine = forge(settings, who)
     assert (await client.get("/api/v1/users/me", headers=bearer(genuine))).status_code == 200
-    response = await client.get("/api/v1/users/me", headers=bearer(make(settings, user["id"])))
+    response = await client.get("/api/v1/users/me", headers=bearer(make(settings, who)))
     assert response.status_code == 401, name
     assert response.json()["error"]["code"] == "unauthorized"
 
@@ -296,11 +318,11 @@ async def test_forged_access_tokens_get_401(
 async def test_access_tokens_carry_the_required_claims(
     client: AsyncClient, settings: Settings
 ) -> None:
-    user = await register(client)
-    token = create_access_token(uuid.UUID(user["id"]), settings, utcnow())
+    await register(client)
+    token = (await login(client))["access_token"]
     assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "at+jwt"}
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert {"sub", "iss", "aud", "iat", "exp"} <= set(claims)
+    assert {"sub", "sid", "iss", "aud", "iat", "exp"} <= set(claims)
     assert claims["exp"] - claims["iat"] <= 15 * 60 + 1
 
 

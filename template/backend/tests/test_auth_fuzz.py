@@ -65,7 +65,7 @@ def running(settings: Settings) -> Iterator[Running]:
             registered = running.request(
                 "POST", "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
             )
-            assert registered.status_code == 201
+            assert registered.status_code == 202
             tokens = running.request(
                 "POST", "/api/v1/auth/login", data={"username": email, "password": PASSWORD}
             ).json()

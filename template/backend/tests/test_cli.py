@@ -114,7 +114,7 @@ def test_without_a_terminal_or_variable_it_says_what_to_set(
 @pytest.mark.parametrize(
     ("email", "password", "message"),
     [
-        ("boss@example.com", "password123", "most common"),
+        ("boss@example.com", "password123", "common password"),
         ("boss@example.com", "short", "at least 8"),
         ("not an email", PASSWORD, "not a valid email address"),
     ],

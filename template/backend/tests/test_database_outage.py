@@ -52,7 +52,7 @@ async def test_an_unreachable_database_is_a_503(settings: Settings) -> None:
     # A PostgreSQL URL on a port where nothing listens: every connection is refused.
     nowhere = "postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"
     app = create_app(settings.model_copy(update={"DATABASE_URL": nowhere}))
-    token = create_access_token(uuid.uuid4(), settings, utcnow())
+    token = create_access_token(uuid.uuid4(), uuid.uuid4(), settings, utcnow())
     async with app.router.lifespan_context(app):
         transport = ASGITransport(app=app, raise_app_exceptions=False)
         async with AsyncClient(transport=transport, base_url="http://testserver") as client:

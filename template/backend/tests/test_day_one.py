@@ -55,6 +55,8 @@ def scratch(
     # Whatever the developer's own .env says, these runs use no outside service.
     for name in ("REDIS_URL", "S3_BUCKET", "SMTP_HOST", "DEPLOY_TARGET", "DAY_ONE_EXECUTE"):
         monkeypatch.setenv(name, "")
+    # Where a production deployment's email links go; fly refuses to deploy without it.
+    monkeypatch.setenv("FRONTEND_URL", "https://app.example.com")
     monkeypatch.setenv("OWNER_EMAIL", "owner@example.com")
     monkeypatch.setenv("OWNER_PASSWORD", PASSWORD)
     return root

@@ -44,7 +44,11 @@ DNS_LABEL = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def make_project(root: Path, **settings: str) -> Project:
-    return Project(root, "My App", "my_app", settings)
+    # A deployable project has the https address of its web app; tests that need another
+    # say so.
+    return Project(
+        root, "My App", "my_app", {"FRONTEND_URL": "https://app.example.com", **settings}
+    )
 
 
 def git(*args: str) -> None:
@@ -331,17 +335,37 @@ def test_fly_without_flyctl_or_a_login(
     tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", fake_bin.path(only=True))
+    frontend = "FRONTEND_URL is your web app's https address"
     checks = FlyDeployer(make_project(tmp_path)).prerequisites(execute=True)
-    assert [(check.what, check.ok) for check in checks] == [("flyctl on PATH", False)]
+    assert [(check.what, check.ok) for check in checks] == [
+        ("flyctl on PATH", False),
+        (frontend, True),
+    ]
     assert "fly.io/install.sh" in checks[0].fix
 
     fake_bin.add("flyctl", with_failure(FLYCTL_RULES, "auth whoami", "Error: not logged in\n"))
     checks = FlyDeployer(make_project(tmp_path)).prerequisites(execute=True)
     assert [(check.what, check.ok) for check in checks] == [
         ("flyctl on PATH", True),
+        (frontend, True),
         ("logged in to Fly.io", False),
     ]
-    assert checks[1].fix == "run: flyctl auth login"
+    assert checks[2].fix == "run: flyctl auth login"
+
+
+@pytest.mark.parametrize(
+    "frontend", ["", "http://localhost:3000", "http://app.example.com", "https://127.0.0.1:3000"]
+)
+def test_fly_will_not_deploy_without_an_https_frontend_url(
+    tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch, frontend: str
+) -> None:
+    # Production refuses to start without one, so the deploy would end in a crash loop.
+    monkeypatch.setenv("PATH", fake_bin.path(only=True))
+    fake_bin.add("flyctl", FLYCTL_RULES)
+    checks = FlyDeployer(make_project(tmp_path, FRONTEND_URL=frontend)).prerequisites(execute=True)
+    refused = [check for check in checks if not check.ok]
+    assert [check.what for check in refused] == ["FRONTEND_URL is your web app's https address"]
+    assert "set FRONTEND_URL in .env" in refused[0].fix
 
 
 def test_fly_needs_a_redis_url_in_the_output(tmp_path: Path, fake_bin: FakeBin) -> None:
@@ -483,7 +507,8 @@ def readme_commands(program: str) -> list[str]:
 
 def test_the_readme_shows_the_fly_plan(tmp_path: Path, fake_bin: FakeBin) -> None:
     fake_bin.add("flyctl", FLYCTL_RULES)
-    plan = FlyDeployer(make_project(tmp_path), app="APP", region="REGION").plan()
+    project = make_project(tmp_path, FRONTEND_URL="https://WEB-APP")
+    plan = FlyDeployer(project, app="APP", region="REGION").plan()
     assert readme_commands("flyctl") == [step.shown() for step in plan]
 
 
@@ -541,7 +566,7 @@ def test_local_serves_the_api_and_a_worker_that_runs_its_jobs(
             json={"email": "local@example.com", "password": PASSWORD},
             timeout=30,
         )
-        assert registered.status_code == 201, registered.text
+        assert registered.status_code == 202, registered.text
         # The request only queued the email; the worker the target started sends it.
         deadline = time.monotonic() + 60
         while not mailbox.to("local@example.com") and time.monotonic() < deadline:

@@ -3,41 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from app.core.clock import utcnow
 from app.core.config import Settings, StorageBackend
 from app.core.rbac import Role
-from app.core.security import create_access_token
 from app.main import create_app
 from app.models import User
 from app.services.upload_service import safe_filename
-from tests.support import add_user, bearer, stored_files, token_for
+from tests.support import access_token, add_user, bearer, stored_files, token_for, upload
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 HTML = b"<!DOCTYPE html><html><script>alert(document.cookie)</script></html>"
-
-
-@pytest.fixture
-async def ada(app: FastAPI, settings: Settings) -> dict[str, str]:
-    return await token_for(app, settings, "ada@example.com")
-
-
-async def upload(
-    client: AsyncClient,
-    headers: dict[str, str],
-    content: bytes,
-    name: str = "picture.png",
-    declared: str = "image/png",
-) -> Any:
-    return await client.post(
-        "/api/v1/files", headers=headers, files={"file": (name, content, declared)}
-    )
 
 
 async def test_an_upload_is_stored_processed_and_downloaded(
@@ -58,7 +39,53 @@ async def test_an_upload_is_stored_processed_and_downloaded(
     assert download.content == PNG
     assert download.headers["content-type"] == "image/png"
     assert download.headers["content-disposition"].startswith('attachment; filename="picture.png"')
+    assert download.headers["content-length"] == str(len(PNG))
     assert download.headers["x-content-type-options"] == "nosniff"
+    assert download.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    assert download.headers["cache-control"] == "no-store"
+
+
+async def test_a_download_whose_object_is_gone_is_a_404(
+    client: AsyncClient, ada: dict[str, str], settings: Settings
+) -> None:
+    before = stored_files(settings)
+    file_id = (await upload(client, ada, PNG)).json()["id"]
+    (stored,) = stored_files(settings) - before
+    stored.unlink()
+    download = await client.get(f"/api/v1/files/{file_id}/download", headers=ada)
+    assert download.status_code == 404
+    assert download.json()["error"]["message"] == "The file's content is gone."
+
+
+async def test_a_download_holds_no_database_connection_while_it_streams(
+    app: FastAPI, client: AsyncClient, ada: dict[str, str]
+) -> None:
+    file_id = (await upload(client, ada, PNG)).json()["id"]
+    storage = app.state.storage
+    read = storage.read
+    connections_in_use: list[int] = []
+
+    def watched_read(key: str) -> Iterator[bytes]:
+        for chunk in read(key):
+            connections_in_use.append(app.state.engine.pool.checkedout())
+            yield chunk
+
+    storage.read = watched_read
+    download = await client.get(f"/api/v1/files/{file_id}/download", headers=ada)
+    assert download.content == PNG
+    assert connections_in_use == [0]
+
+
+async def test_a_large_download_streams_back_whole(
+    client: AsyncClient, ada: dict[str, str], settings: Settings
+) -> None:
+    # Several of storage's read chunks, the last a short one.
+    content = PNG + bytes(range(256)) * (3 * 4096 + 7)
+    file_id = (await upload(client, ada, content)).json()["id"]
+    download = await client.get(f"/api/v1/files/{file_id}/download", headers=ada)
+    assert download.status_code == 200
+    assert download.headers["content-length"] == str(len(content))
+    assert download.content == content
 
 
 async def test_the_limit_is_exact(
@@ -135,15 +162,16 @@ async def test_text_is_recognised_whatever_it_is_called(
     response = await upload(client, ada, "naïve café notes\n".encode(), name="x.bin", declared="")
     assert response.status_code == 201
     assert response.json()["content_type"] == "text/plain"
+    assert response.json()["original_name"] == "x.txt"
 
 
 @pytest.mark.parametrize(
     ("name", "kept"),
     [
-        ("../../etc/passwd", "passwd"),
-        ("..\\..\\windows\\system.ini", "system.ini"),
+        ("../../etc/passwd", "passwd.png"),
+        ("..\\..\\windows\\system.ini", "system.png"),
         ("C:\\Users\\ada\\report.png", "report.png"),
-        ("   ", "upload"),
+        ("   ", "upload.png"),
     ],
 )
 async def test_path_traversal_in_the_filename_goes_nowhere(
@@ -232,7 +260,7 @@ async def test_with_storage_turned_off_uploads_get_a_clear_503(
         user: User = await add_user(app, "ada@example.com")
         transport = ASGITransport(app=app)
         async with AsyncClient(transport=transport, base_url="http://testserver") as client:
-            headers = bearer(create_access_token(user.id, settings, utcnow()))
+            headers = bearer(await access_token(app, settings, user.id))
             response = await upload(client, headers, PNG)
             ready = await client.get("/health/ready")
         async with app.state.sessionmaker.begin() as session:

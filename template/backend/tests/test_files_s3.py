@@ -8,14 +8,13 @@ import os
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from app.core.config import Settings
 from app.models import File
-from app.services.storage_service import PART_SIZE
-from tests.support import running_app, token_for
+from app.services.storage_service import PART_SIZE, S3Storage
+from tests.support import running_app, token_for, upload
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 
@@ -34,13 +33,7 @@ def bucket_client(s3_settings: dict[str, Any]) -> Any:
     )
 
 
-async def upload(client: httpx.AsyncClient, headers: dict[str, str], content: bytes) -> Any:
-    return await client.post(
-        "/api/v1/files", headers=headers, files={"file": ("photo.png", content, "image/png")}
-    )
-
-
-async def test_an_upload_lands_in_the_bucket_and_downloads_by_presigned_url(
+async def test_an_upload_lands_in_the_bucket_and_downloads_with_the_safety_headers(
     settings: Settings, s3_settings: dict[str, Any]
 ) -> None:
     content = png(200_000)
@@ -52,18 +45,46 @@ async def test_an_upload_lands_in_the_bucket_and_downloads_by_presigned_url(
         file = (await client.get(f"/api/v1/files/{file_id}", headers=headers)).json()
         assert file["status"] == "ready"
         download = await client.get(f"/api/v1/files/{file_id}/download", headers=headers)
-        assert download.status_code == 307
-        location = download.headers["location"]
-        assert location.startswith(
-            f"{s3_settings['S3_ENDPOINT_URL']}/{s3_settings['S3_BUCKET']}/uploads/"
-        )
-        assert "X-Amz-Expires=300" in location
-    async with httpx.AsyncClient() as outside:
-        fetched = await outside.get(location)
-    assert fetched.status_code == 200
-    assert fetched.content == content
+    # Streamed through the API, like a local file, and not a redirect to the bucket: S3
+    # cannot send X-Content-Type-Options.
+    assert download.status_code == 200
+    assert "location" not in download.headers
+    assert download.content == content
+    assert download.headers["content-type"] == "image/png"
+    assert download.headers["content-disposition"].startswith('attachment; filename="picture.png"')
+    assert download.headers["x-content-type-options"] == "nosniff"
+    assert download.headers["content-security-policy"] == "default-src 'none'; sandbox"
     listing = bucket_client(s3_settings).list_objects_v2(Bucket=s3_settings["S3_BUCKET"])
     assert [item["Size"] for item in listing["Contents"]] == [len(content)]
+
+
+async def test_a_download_whose_object_is_gone_is_a_404(
+    settings: Settings, s3_settings: dict[str, Any]
+) -> None:
+    async with running_app(settings, **s3_settings) as (app, client):
+        headers = await token_for(app, settings, "ada@example.com")
+        file_id = (await upload(client, headers, png(1_000))).json()["id"]
+        s3 = bucket_client(s3_settings)
+        (item,) = s3.list_objects_v2(Bucket=s3_settings["S3_BUCKET"])["Contents"]
+        s3.delete_object(Bucket=s3_settings["S3_BUCKET"], Key=item["Key"])
+        download = await client.get(f"/api/v1/files/{file_id}/download", headers=headers)
+    assert download.status_code == 404
+    assert download.json()["error"]["message"] == "The file's content is gone."
+
+
+async def test_a_download_while_storage_is_unreachable_is_a_503(
+    settings: Settings, s3_settings: dict[str, Any]
+) -> None:
+    async with running_app(settings, **s3_settings) as (app, client):
+        headers = await token_for(app, settings, "ada@example.com")
+        file_id = (await upload(client, headers, png(1_000))).json()["id"]
+        unreachable = settings.model_copy(
+            update={**s3_settings, "S3_ENDPOINT_URL": "http://127.0.0.1:1"}
+        )
+        app.state.storage = S3Storage(unreachable, s3_settings["S3_BUCKET"])
+        download = await client.get(f"/api/v1/files/{file_id}/download", headers=headers)
+    assert download.status_code == 503
+    assert "try the download again" in download.json()["error"]["message"]
 
 
 async def test_a_large_upload_goes_up_in_parts(
@@ -80,6 +101,11 @@ async def test_a_large_upload_goes_up_in_parts(
         assert response.json()["checksum_sha256"] == hashlib.sha256(content).hexdigest()
         file = (await client.get(f"/api/v1/files/{response.json()['id']}", headers=headers)).json()
         assert file["status"] == "ready"
+        # It comes back in storage's read chunks, whole.
+        download = await client.get(f"/api/v1/files/{file['id']}/download", headers=headers)
+        assert download.status_code == 200
+        assert download.headers["content-length"] == str(len(content))
+        assert hashlib.sha256(download.content).hexdigest() == file["checksum_sha256"]
     s3 = bucket_client(s3_settings)
     (item,) = s3.list_objects_v2(Bucket=s3_settings["S3_BUCKET"])["Contents"]
     assert item["Size"] == len(content)

@@ -32,7 +32,7 @@ async def test_the_verification_email_goes_through_the_worker_and_smtp(
     settings: Settings, redis_url: str, smtp_settings: dict[str, Any], mailbox: Mailbox
 ) -> None:
     async with running_app(settings, REDIS_URL=redis_url, **smtp_settings) as (app, client):
-        assert (await register(client)).status_code == 201
+        assert (await register(client)).status_code == 202
         # Queued, not sent: the request did not wait for SMTP.
         assert mailbox.messages == []
         assert Queue(EMAIL_QUEUE, connection=Redis.from_url(redis_url)).count == 1
@@ -53,7 +53,7 @@ async def test_a_refusing_smtp_server_means_retries_then_the_failed_registry(
     mailbox.refusing = True
     overrides = {"REDIS_URL": redis_url, "JOB_RETRIES": 2, **smtp_settings}
     async with running_app(settings, **overrides) as (app, client):
-        assert (await register(client)).status_code == 201
+        assert (await register(client)).status_code == 202
         worker = run_worker(app.state.settings)
         assert mailbox.messages == []
         assert worker.stderr.count("retries left") == 2
@@ -76,7 +76,7 @@ async def test_sigterm_lets_the_job_in_hand_finish(
 ) -> None:
     mailbox.delay = 2.0  # the SMTP server takes its time with the message
     async with running_app(settings, REDIS_URL=redis_url, **smtp_settings) as (app, client):
-        assert (await register(client)).status_code == 201
+        assert (await register(client)).status_code == 202
         worker = start_worker(app.state.settings)
         try:
             assert await asyncio.to_thread(mailbox.receiving.wait, 60), "no job started"

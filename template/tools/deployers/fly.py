@@ -76,9 +76,8 @@ ENVIRONMENT = "production"
 LOG_LEVEL = "INFO"
 HOST = "0.0.0.0"
 PORT = "8000"
-# Only Fly's proxy reaches the app's port, so the client address and scheme it forwards
-# can be trusted; rate limits and absolute URLs depend on them.
-FORWARDED_ALLOW_IPS = "*"
+# Fly's proxy writes the client's address into this header itself; rate limits read it.
+CLIENT_IP_HEADER = "Fly-Client-IP"
 
 [deploy]
 # Runs once per deploy in a temporary machine built from the new image, before any machine
@@ -296,7 +295,17 @@ class FlyDeployer(Deployer):
         if not execute:
             return []
         found = find_program("flyctl", "fly")
-        checks = [Check("flyctl on PATH", found is not None, INSTALL_HELP)]
+        frontend = self.project.setting("FRONTEND_URL")
+        checks = [
+            Check("flyctl on PATH", found is not None, INSTALL_HELP),
+            # Production refuses to start without it: links in emails must reach a page.
+            Check(
+                "FRONTEND_URL is your web app's https address",
+                frontend.startswith("https://") and not is_local(frontend),
+                "set FRONTEND_URL in .env to the https address of the web app that opens "
+                "the links in emails (production refuses a local or http one)",
+            ),
+        ]
         if found:
             whoami = subprocess.run(  # noqa: S603 - flyctl from PATH, fixed arguments
                 [found, "auth", "whoami"], capture_output=True, text=True, check=False
@@ -326,7 +335,8 @@ class FlyDeployer(Deployer):
                 "or run the commands yourself in this order."
             )
             return Outcome(urls={"app (once deployed)": self.url})
-        outcome = Outcome(urls={"app": self.url, "API docs": f"{self.url}/docs"})
+        # No docs link: production serves no /docs unless DOCS_ENABLED says so.
+        outcome = Outcome(urls={"app": self.url, "health": f"{self.url}/health"})
         values: dict[str, str] = {}
         for step in self.plan():
             if step.key in done and step.key != "deploy":

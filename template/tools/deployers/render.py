@@ -72,10 +72,10 @@ services:
         value: production
       - key: LOG_LEVEL
         value: INFO
-      # Only Render's proxy reaches the service, so the client address and scheme it
-      # forwards can be trusted; rate limits and absolute URLs depend on them.
-      - key: FORWARDED_ALLOW_IPS
-        value: "*"
+      # Cloudflare and then Render's proxy each append to X-Forwarded-For: the client's
+      # address is the second entry from the right. Rate limits read it.
+      - key: FORWARDED_HOPS
+        value: "2"
       - key: SECRET_KEY
         generateValue: true
 $shared_env

@@ -10,19 +10,13 @@ to servers; the web app posts it to /verify or /reset.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import (
     CurrentUser,
-    Jobs,
     JobsDep,
     SessionDep,
     SettingsDep,
@@ -31,7 +25,7 @@ from app.api.deps import (
 )
 from app.core.clock import utcnow
 from app.core.config import Settings
-from app.core.rate_limit import RateLimitedError, Throttle
+from app.core.rate_limit import Throttle
 from app.core.security import (
     burn_password_check,
     create_access_token,
@@ -51,10 +45,9 @@ from app.schemas.auth import (
     TokenIn,
     TokenPair,
 )
-from app.schemas.user import UserOut
-from app.services import token_service, user_service
-from app.services.email_service import Email
-from app.worker.jobs import send_email_job
+from app.services import account_service, token_service, user_service
+from app.services.account_service import find_user, normalise_email
+from app.worker.jobs import send_account_link_job, send_email_job
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 logger = logging.getLogger("app.auth")
@@ -70,94 +63,33 @@ INVALID_REFRESH_TOKEN = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED, detail="The refresh token is not valid."
 )
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+LOGIN_ACCOUNT = "login-account"
 
 
-def too_many_requests(exc: RateLimitedError) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-        detail=f"Too many attempts; try again in {exc.retry_after} seconds.",
-        headers={"Retry-After": str(exc.retry_after)},
-    )
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
-async def find_user(session: AsyncSession, email: str) -> User | None:
-    return (await session.scalars(select(User).where(User.email == email))).one_or_none()
-
-
-def token_pair(user: User, refresh_token: str, settings: Settings) -> TokenPair:
+def token_pair(
+    user: User, issued: token_service.IssuedRefreshToken, settings: Settings
+) -> TokenPair:
     return TokenPair(
-        access_token=create_access_token(user.id, settings, utcnow()),
+        access_token=create_access_token(user.id, issued.family_id, settings, utcnow()),
         expires_in=settings.ACCESS_TOKEN_MINUTES * 60,
-        refresh_token=refresh_token,
+        refresh_token=issued.token,
     )
-
-
-# The web app's pages that links in emails open.
-LINK_PAGES = {
-    TokenPurpose.VERIFY_EMAIL: "verify-email",
-    TokenPurpose.RESET_PASSWORD: "reset-password",
-}
-
-
-async def send_link(
-    session: AsyncSession,
-    user: User,
-    settings: Settings,
-    jobs: Jobs,
-    purpose: TokenPurpose,
-    lifetime: timedelta,
-    message: Email,
-) -> None:
-    """Issue a one-time token and mail `message` with its link as "link" in the context."""
-    # Bound to the address the link goes to, so it confirms nothing once that changes.
-    token = await token_service.issue_one_time_token(
-        session, user.id, purpose, lifetime, email=user.email
-    )
-    link = f"{settings.FRONTEND_URL.rstrip('/')}/{LINK_PAGES[purpose]}#token={token}"
-    await jobs.enqueue(send_email_job(replace(message, context={**message.context, "link": link})))
-
-
-async def send_verification(
-    session: AsyncSession, user: User, settings: Settings, jobs: Jobs
-) -> None:
-    message = Email(
-        to=user.email,
-        template="verify_email",
-        subject="Confirm your email address",
-        context={"valid_hours": settings.VERIFY_TOKEN_HOURS},
-    )
-    lifetime = timedelta(hours=settings.VERIFY_TOKEN_HOURS)
-    await send_link(session, user, settings, jobs, TokenPurpose.VERIFY_EMAIL, lifetime, message)
-
-
-async def send_password_changed(user: User, jobs: Jobs) -> None:
-    email = Email(
-        to=user.email,
-        template="password_changed",
-        subject="Your password was changed",
-        context={},
-    )
-    await jobs.enqueue(send_email_job(email))
 
 
 async def limit_email_requests(
     request: Request, settings: Settings, throttle: Throttle, kind: str, email: str
 ) -> None:
     # Counted whether or not the account exists, so the limit reveals nothing either.
-    try:
-        await throttle.hit(
-            settings.EMAIL_REQUEST_LIMIT_PER_ADDRESS, "email-request", client_address(request)
-        )
-        await throttle.hit(settings.EMAIL_REQUEST_LIMIT_PER_ACCOUNT, kind, email)
-    except RateLimitedError as exc:
-        raise too_many_requests(exc) from None
+    await throttle.hit(
+        settings.EMAIL_REQUEST_LIMIT_PER_ADDRESS, "email-request", client_address(request)
+    )
+    await throttle.hit(settings.EMAIL_REQUEST_LIMIT_PER_ACCOUNT, kind, email)
 
 
 # The same answer whether or not the address belongs to an account.
+REGISTERED = Accepted(
+    detail="Check your inbox: a message to this address says how to go on from here."
+)
 VERIFY_REQUESTED = Accepted(
     detail="If an account with this address awaits verification, a link is on its way."
 )
@@ -178,33 +110,36 @@ def unacceptable_password(problem: str) -> HTTPException:
     return HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problem)
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post("/register", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
 async def register(
     body: RegisterIn,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    throttle: ThrottleDep,
     jobs: JobsDep,
-) -> User:
+) -> Accepted:
+    """Create a member account and mail it a verification link. An address that has an
+    account gets the same answer, and its owner an email saying someone tried."""
     email = normalise_email(body.email)
+    await limit_email_requests(request, settings, throttle, "register", email)
     problem = password_problem(body.password, email=email)
     if problem:
         raise unacceptable_password(problem)
-    user = User(
-        email=email,
-        hashed_password=await hash_password(body.password),
-        full_name=body.full_name,
-    )
-    session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise HTTPException(
-            status_code=status.HTTP_409_CONFLICT,
-            detail="An account with this email exists; log in or reset its password.",
-        ) from None
-    await send_verification(session, user, settings, jobs)
-    await session.refresh(user)
-    return user
+    # Hashed in both cases, so that the answer takes as long for a taken address.
+    hashed = await hash_password(body.password)
+    user = await user_service.create_member(session, email, hashed, body.full_name)
+    if user is None:
+        existing = await find_user(session, email)
+        if existing is not None and existing.is_active:
+            notice = account_service.account_exists_email(existing, settings)
+            await jobs.enqueue(send_email_job(notice))
+        logger.info("Registration for an existing address refused")
+    else:
+        await jobs.enqueue(
+            send_email_job(await account_service.verification_email(session, user, settings))
+        )
+    return REGISTERED
 
 
 @router.post("/login", response_model=TokenPair)
@@ -218,12 +153,10 @@ async def login(
 ) -> TokenPair:
     email = normalise_email(form.username)
     address = client_address(request)
-    try:
-        await throttle.hit(settings.LOGIN_LIMIT_PER_ADDRESS, "login-address", address)
-        await throttle.check(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", email)
-    except RateLimitedError as exc:
-        logger.warning("Login throttled for account %s from %s", email, address)
-        raise too_many_requests(exc) from None
+    # Both budgets are spent before the password is looked at, each in one atomic
+    # operation: of N guesses sent at once, at most the budget's worth are checked.
+    await throttle.hit(settings.LOGIN_LIMIT_PER_ADDRESS, "login-address", address)
+    await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, email)
     # The form field is free text: what cannot be an address (over-long, or holding a NUL
     # that PostgreSQL would refuse) is looked up as nobody, and answered the same way.
     plausible = len(email) <= EMAIL_MAX_LENGTH and "\x00" not in email
@@ -234,16 +167,15 @@ async def login(
     else:
         valid, new_hash = await verify_password(form.password, user.hashed_password)
     if user is None or not valid or not user.is_active:
-        await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", email)
         logger.info("Login failed for %s from %s", email, address)
         raise BAD_CREDENTIALS
     if new_hash is not None:
         user.hashed_password = new_hash
-    await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", email)
+    # A successful login gives the account its budget back.
+    await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, email)
     logger.info("Login succeeded for user %s from %s", user.id, address)
     response.headers.update(NO_STORE)
-    family = await token_service.start_family(session, user.id, settings)
-    return token_pair(user, family.token, settings)
+    return token_pair(user, await token_service.start_family(session, user.id, settings), settings)
 
 
 @router.post("/refresh", response_model=TokenPair)
@@ -258,11 +190,13 @@ async def refresh(
     if user is None or not user.is_active:
         raise INVALID_REFRESH_TOKEN
     response.headers.update(NO_STORE)
-    return token_pair(user, issued.token, settings)
+    return token_pair(user, issued, settings)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(body: RefreshIn, session: SessionDep) -> None:
+    """End the login the refresh token belongs to: its refresh and access tokens stop
+    working at once."""
     # Holding the refresh token is what entitles a client to end its session; an
     # unknown token is answered the same way, so logout reveals nothing.
     family = await token_service.family_of(session, body.refresh_token)
@@ -274,16 +208,13 @@ async def logout(body: RefreshIn, session: SessionDep) -> None:
 async def request_verify(
     body: EmailIn,
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     throttle: ThrottleDep,
     jobs: JobsDep,
 ) -> Accepted:
     email = normalise_email(body.email)
     await limit_email_requests(request, settings, throttle, "request-verify", email)
-    user = await find_user(session, email)
-    if user is not None and user.is_active and not user.is_verified:
-        await send_verification(session, user, settings, jobs)
+    await jobs.enqueue(send_account_link_job(email, TokenPurpose.VERIFY_EMAIL))
     return VERIFY_REQUESTED
 
 
@@ -308,25 +239,13 @@ async def verify(body: TokenIn, session: SessionDep) -> None:
 async def request_reset(
     body: EmailIn,
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     throttle: ThrottleDep,
     jobs: JobsDep,
 ) -> Accepted:
     email = normalise_email(body.email)
     await limit_email_requests(request, settings, throttle, "request-reset", email)
-    user = await find_user(session, email)
-    if user is not None and user.is_active:
-        message = Email(
-            to=user.email,
-            template="reset_password",
-            subject="Reset your password",
-            context={"valid_minutes": settings.RESET_TOKEN_MINUTES},
-        )
-        lifetime = timedelta(minutes=settings.RESET_TOKEN_MINUTES)
-        await send_link(
-            session, user, settings, jobs, TokenPurpose.RESET_PASSWORD, lifetime, message
-        )
+    await jobs.enqueue(send_account_link_job(email, TokenPurpose.RESET_PASSWORD))
     return RESET_REQUESTED
 
 
@@ -351,7 +270,7 @@ async def reset(body: ResetIn, session: SessionDep, jobs: JobsDep) -> None:
     await user_service.set_password(session, user, body.new_password)
     # Opening the link proved the address is the user's.
     user.is_verified = True
-    await send_password_changed(user, jobs)
+    await jobs.enqueue(send_email_job(account_service.password_changed_email(user)))
     logger.info("Password reset for user %s", user.id)
 
 
@@ -366,27 +285,23 @@ async def change_password(
     jobs: JobsDep,
 ) -> TokenPair:
     """Change the password, sign out every session, and return tokens for this one."""
-    # Wrong current passwords count against the same budget as failed logins, so a
-    # stolen access token does not open a way to guess the password.
-    try:
-        await throttle.check(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", user.email)
-    except RateLimitedError as exc:
-        raise too_many_requests(exc) from None
+    # Current passwords are checked against the same budget as logins, spent before the
+    # check, so a stolen access token does not open a way to guess the password.
+    await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
     valid, _ = await verify_password(body.current_password, user.hashed_password)
     if not valid:
-        await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, "login-account", user.email)
         raise HTTPException(
             status_code=status.HTTP_400_BAD_REQUEST,
             detail="The current password is not correct.",
         )
+    await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
     if body.new_password == body.current_password:
         raise unacceptable_password("The new password must differ from the current one.")
     problem = password_problem(body.new_password, email=user.email)
     if problem:
         raise unacceptable_password(problem)
     await user_service.set_password(session, user, body.new_password)
-    await send_password_changed(user, jobs)
+    await jobs.enqueue(send_email_job(account_service.password_changed_email(user)))
     logger.info("Password changed for user %s", user.id)
     response.headers.update(NO_STORE)
-    family = await token_service.start_family(session, user.id, settings)
-    return token_pair(user, family.token, settings)
+    return token_pair(user, await token_service.start_family(session, user.id, settings), settings)

@@ -17,6 +17,7 @@ from app.core.db import session_scope
 from app.core.rate_limit import Throttle
 from app.core.security import InvalidTokenError, decode_access_token
 from app.models import User
+from app.services import user_service
 from app.services.storage_service import Storage
 from app.worker.queue import JobCall, JobQueue
 
@@ -93,10 +94,11 @@ async def get_current_user(
         claims = decode_access_token(token, settings)
     except InvalidTokenError:
         raise UNAUTHORIZED from None
-    # The user, and with it the role, is read from the database on every request: a
-    # deactivation or role change takes effect at once, whatever the token says.
-    user = await session.get(User, claims.user_id)
-    if user is None or not user.is_active:
+    # The user, with the role, is read from the database on every request, together
+    # with the login the token belongs to, in one query: a deactivation, role change,
+    # logout or password change takes effect at once, whatever the token says.
+    user = await user_service.active_user_in_session(session, claims.user_id, claims.session_id)
+    if user is None:
         raise UNAUTHORIZED
     cutoff = user.tokens_valid_after
     if cutoff is not None and claims.issued_at < as_utc(cutoff).timestamp():
@@ -125,7 +127,7 @@ MAX_OFFSET = 2**63 - 1
 
 
 def client_address(request: Request) -> str:
-    # The peer address as the server saw it. uvicorn replaces it with the
-    # X-Forwarded-For value only for proxies listed in FORWARDED_ALLOW_IPS, so a
-    # client cannot choose its own address by sending that header.
+    # The address ClientAddressMiddleware (app/core/proxy.py) decided, from the
+    # connection or from what the platform's own proxy says; never from a header the
+    # client can write.
     return request.client.host if request.client else "unknown"

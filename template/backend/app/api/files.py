@@ -1,19 +1,23 @@
 """Uploads: POST a multipart form with a `file` field; the file streams into storage,
 and the process_file job checks it and marks it ready.
 
-A file is visible to its owner, and to admins and owners; to anyone else it does not
-exist (404, not 403, so ids of other people's files reveal nothing).
+Whose files one may act on follows the rule for accounts (rbac.manages): owners act on
+everyone's, admins on members' and their own, members on their own. To anyone else a
+file does not exist (404, not 403, so ids of other people's files reveal nothing).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from dataclasses import asdict
 from typing import Annotated, Any
+from urllib.parse import quote
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import func, select
 
 from app.api.deps import (
@@ -25,10 +29,10 @@ from app.api.deps import (
     StorageDep,
     VerifiedUser,
 )
-from app.core.rbac import Role
-from app.models import File
+from app.core.rbac import manages
+from app.models import File, User
 from app.schemas.file import FileOut, FilePage
-from app.services.storage_service import ObjectMissingError
+from app.services.storage_service import ObjectMissingError, Storage, StorageUnavailableError
 from app.services.upload_service import (
     FILE_FIELD,
     UploadError,
@@ -136,8 +140,16 @@ async def list_files(
 
 
 async def get_visible_file(file_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> File:
-    file = await session.get(File, file_id)
-    if file is None or (file.owner_id != user.id and user.role not in {Role.ADMIN, Role.OWNER}):
+    # The owner's role comes with the file, in one query.
+    found = (
+        await session.execute(
+            select(File, User.role).join(User, User.id == File.owner_id).where(File.id == file_id)
+        )
+    ).one_or_none()
+    if found is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="No such file.")
+    file, owner_role = found
+    if file.owner_id != user.id and not manages(user.role, owner_role):
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="No such file.")
     return file
 
@@ -150,20 +162,75 @@ async def read_file(file: VisibleFile) -> File:
     return file
 
 
-@router.get(
-    "/{file_id}/download",
-    response_class=Response,
-    responses={
-        200: {"description": "The file, as an attachment (local storage)"},
-        307: {"description": "A short-lived presigned URL to fetch the file from (S3)"},
+def content_disposition(filename: str) -> str:
+    """`attachment`, with the name in ASCII for old clients and in UTF-8 (RFC 6266)."""
+    fallback = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+# Sent with every download, whichever storage holds the file. The type was decided from
+# the bytes at upload, so the browser must not guess another (nosniff); should it show
+# the file anyway, the policy gives it no script, no requests and a unique origin.
+DOWNLOAD_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    # Someone's private file: no cache on the way or on disk keeps a copy.
+    "Cache-Control": "no-store",
+}
+DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes as an attachment, of the type told from them at "
+        "upload, streamed from storage",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "Content-Disposition": {"schema": {"type": "string"}, "description": "attachment"},
+            **{
+                name: {"schema": {"type": "string", "enum": [value]}}
+                for name, value in DOWNLOAD_HEADERS.items()
+            },
+        },
     },
-)
-async def download_file(file: VisibleFile, storage: StorageDep) -> Response:
+    404: {"description": "No such file (or not one you may act on), or its content is gone"},
+    503: {"description": "Storage is unreachable"},
+}
+
+
+async def download_response(storage: Storage, file: File) -> StreamingResponse:
+    """The file streamed out of storage a chunk at a time, so memory stays flat however
+    large it is. Both backends answer alike: S3 is read through the API rather than by
+    a presigned URL, because S3 cannot be made to send X-Content-Type-Options."""
+    chunks = storage.read(file.object_key)
+    # The first chunk is read before the response starts, so that a missing object or
+    # unreachable storage is still an error status, not a download cut short.
+    first = await to_thread.run_sync(lambda: next(chunks, b""))
+    return StreamingResponse(
+        itertools.chain((first,), chunks),
+        media_type=file.content_type,
+        headers={
+            "Content-Disposition": content_disposition(file.original_name),
+            "Content-Length": str(file.size),
+            **DOWNLOAD_HEADERS,
+        },
+    )
+
+
+@router.get("/{file_id}/download", response_class=Response, responses=DOWNLOAD_RESPONSES)
+async def download_file(file: VisibleFile, session: SessionDep, storage: StorageDep) -> Response:
+    # A download lasts as long as the client takes to read it; ending the transaction
+    # now gives the connection back to the pool, so slow readers cannot exhaust it.
+    await session.commit()
     try:
-        return storage.download_response(file.object_key, file.original_name, file.content_type)
+        return await download_response(storage, file)
     except ObjectMissingError:
         raise HTTPException(
             status_code=status.HTTP_404_NOT_FOUND, detail="The file's content is gone."
+        ) from None
+    except StorageUnavailableError:
+        # The shared 503 message speaks of uploads ("nothing was stored").
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="File storage is unavailable; try the download again soon.",
+            headers={"Retry-After": "30"},
         ) from None
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.rate_limit import RateLimitedError
 from app.services.storage_service import StorageUnavailableError
 from app.worker.queue import QueueUnavailableError
 
@@ -112,6 +113,16 @@ def install_error_handlers(app: FastAPI) -> None:
             "The request is invalid; see details.",
             code="validation_error",
             details=validation_details(exc),
+        )
+
+    # Every throttled operation raises RateLimitedError, wherever it sits in a request.
+    @app.exception_handler(RateLimitedError)
+    async def rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
+        logger.warning("Rate limit reached on %s %s", request.method, request.url.path)
+        return error_response(
+            429,
+            f"Too many attempts; try again in {exc.retry_after} seconds.",
+            headers={"Retry-After": str(exc.retry_after)},
         )
 
     # Services a request cannot do without: 503, and the request has changed nothing

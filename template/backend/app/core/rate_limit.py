@@ -17,6 +17,7 @@ from typing import TypeVar
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from app.core.config import Settings
@@ -35,15 +36,24 @@ class Throttle:
     def __init__(self, settings: Settings) -> None:
         self.fallback = MovingWindowRateLimiter(MemoryStorage())
         self.shared: MovingWindowRateLimiter | None = None
+        # A pool of its own, so that the app's shutdown can close its connections.
+        self.pool: ConnectionPool | None = None
         if settings.REDIS_URL:
+            self.pool = ConnectionPool.from_url(
+                settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1
+            )
             storage: Storage = RedisStorage(
-                settings.REDIS_URL.replace("redis://", "async+redis://", 1),
+                "async+" + settings.REDIS_URL,
                 implementation="redispy",
                 key_prefix=f"{settings.JWT_ISSUER}:limits",
-                socket_connect_timeout=1,
-                socket_timeout=1,
+                # Documented by limits, though its signature types options as scalars.
+                connection_pool=self.pool,  # type: ignore[arg-type]
             )
             self.shared = MovingWindowRateLimiter(storage)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
 
     async def _run(self, operation: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
         if self.shared is not None:
@@ -53,14 +63,11 @@ class Throttle:
                 logger.warning("Rate limits fall back to this process's memory: %s", exc)
         return await operation(self.fallback)
 
-    async def check(self, limit: str, *key: str) -> None:
-        """Raise RateLimitedError when `key` has used up `limit`, without spending from it."""
-        item = parse(limit)
-        if not await self._run(lambda limiter: limiter.test(item, *key)):
-            raise RateLimitedError(await self._retry_after(item, *key))
-
     async def hit(self, limit: str, *key: str) -> None:
-        """Spend one from `key`'s budget; raise RateLimitedError when there was none left."""
+        """Spend one from `key`'s budget; raise RateLimitedError when there was none left.
+
+        One atomic operation (a Lua script in Redis), never a test followed by a hit: of
+        N concurrent callers with a budget of B left, exactly min(N, B) get through."""
         item = parse(limit)
         if not await self._run(lambda limiter: limiter.hit(item, *key)):
             raise RateLimitedError(await self._retry_after(item, *key))

@@ -27,6 +27,13 @@ class Role(StrEnum):
     MEMBER = "member"
 
 
+def manages(actor: Role, target: Role) -> bool:
+    """Whether a holder of `actor` may act on what belongs to a holder of `target`:
+    owners manage everyone, admins manage members, members manage nobody else. Accounts
+    and files follow this one rule."""
+    return actor is Role.OWNER or (actor is Role.ADMIN and target is Role.MEMBER)
+
+
 def require_roles(*roles: Role) -> "Callable[..., Awaitable[User]]":
     """A dependency that lets through authenticated users holding one of `roles`.
 

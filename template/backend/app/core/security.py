@@ -1,20 +1,24 @@
 """Passwords and tokens.
 
 Access tokens are JWTs (RFC 8725): HS256 only, typed `at+jwt`, with issuer, audience,
-subject, issue and expiry times required. Refresh, verification and reset tokens are
-opaque random strings of which only a SHA-256 digest is stored, so that a database leak
-yields no usable token.
+subject, session, issue and expiry times required. Refresh, verification and reset
+tokens are opaque random strings of which only a SHA-256 digest is stored, so that a
+database leak yields no usable token.
+
+Passwords are NFKC-normalised before they are hashed or checked, so that the same
+characters typed on two keyboards (a composed or decomposed "é", the Ångström sign or
+"Å") are the same password.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import jwt
@@ -25,16 +29,22 @@ from pwdlib.hashers.bcrypt import BcryptHasher
 
 from app.core.clock import to_millisecond
 from app.core.config import Settings
+from app.core.secret_key import predictable_positions
 
 ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 # Clock skew tolerated between instances when checking exp and iat.
 LEEWAY_SECONDS = 30
-REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "iss", "aud"]
+# RFC 7519's NumericDate is a JSON number; PyJWT would also take "1700000000".
+NUMERIC_DATE_CLAIMS = ("exp", "iat", "nbf")
 ALLOWED_HEADERS = frozenset({"alg", "typ"})
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
+# Four characters that repeat or step on from the ones before are a pattern, and a
+# password with fewer than four characters outside patterns is refused.
+PASSWORD_PATTERN_RUN = 4
 
 # Argon2id at OWASP's minimum (19 MiB, 2 passes, 1 lane); bcrypt only verifies hashes
 # carried over from another system, which are rehashed with Argon2id at the next login.
@@ -50,7 +60,14 @@ class InvalidTokenError(Exception):
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: uuid.UUID
+    # The login (refresh token family) the token belongs to: ending that login ends
+    # its access tokens at once.
+    session_id: uuid.UUID
     issued_at: float
+
+
+def normalise_password(password: str) -> str:
+    return unicodedata.normalize("NFKC", password)
 
 
 # Hashing takes tens of milliseconds of CPU by design. The async functions run it in a
@@ -58,12 +75,29 @@ class AccessClaims:
 
 
 async def hash_password(password: str) -> str:
-    return await to_thread.run_sync(password_hash.hash, password)
+    return await to_thread.run_sync(password_hash.hash, normalise_password(password))
+
+
+def _verify(password: str, hashed: str) -> tuple[bool, str | None]:
+    normalised = normalise_password(password)
+    try:
+        valid, new_hash = password_hash.verify_and_update(normalised, hashed)
+        if valid or normalised == password:
+            return valid, new_hash
+        # Hashes stored before passwords were normalised hold the characters as typed;
+        # such a password still works once, and is stored normalised from then on.
+        if password_hash.verify(password, hashed):
+            return True, password_hash.hash(normalised)
+    except ValueError:
+        # A legacy bcrypt hash refuses passwords over 72 bytes: that is a wrong password,
+        # not a server error.
+        pass
+    return False, None
 
 
 async def verify_password(password: str, hashed: str) -> tuple[bool, str | None]:
     """Check a password; the second value is a new hash when the stored one is outdated."""
-    return await to_thread.run_sync(password_hash.verify_and_update, password, hashed)
+    return await to_thread.run_sync(_verify, password, hashed)
 
 
 @cache
@@ -76,30 +110,55 @@ async def burn_password_check(password: str) -> None:
     await to_thread.run_sync(password_hash.verify, password, _dummy_hash())
 
 
+# zxcvbn's frequency lists: the 30,000 most common passwords of the breach corpora it was
+# built from, and the names and English words people build passwords from (about 94,000
+# entries in all). Loaded at the first check, so processes that never set a password
+# never hold them.
+COMMON_PASSWORD_LISTS = (
+    "passwords",
+    "english_wikipedia",
+    "female_names",
+    "male_names",
+    "surnames",
+    "us_tv_and_film",
+)
+
+
 @cache
 def common_passwords() -> frozenset[str]:
-    text = resources.files("app.core").joinpath("common_passwords.txt").read_text("utf-8")
-    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip())
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(word for name in COMMON_PASSWORD_LISTS for word in FREQUENCY_LISTS[name])
 
 
 def password_problem(password: str, *, email: str | None = None) -> str | None:
-    """Say why a password is not acceptable, or return None. No composition rules."""
+    """Say why a password is not acceptable, or return None. No composition rules, as
+    NIST SP 800-63B advises: length, and not a password attackers try first."""
+    password = normalise_password(password)
     if len(password) < PASSWORD_MIN_LENGTH:
         return f"The password must be at least {PASSWORD_MIN_LENGTH} characters long."
     if len(password) > PASSWORD_MAX_LENGTH:
         return f"The password must be at most {PASSWORD_MAX_LENGTH} characters long."
-    lowered = password.lower()
-    if lowered in common_passwords():
-        return "This password is one of the most common ones; choose another."
-    if email and lowered == email.lower():
-        return "The password must not be your email address."
+    if len(password) - len(predictable_positions(password, PASSWORD_PATTERN_RUN)) < 4:
+        return "The password repeats or steps through characters (like 00000000 or abcdefgh)."
+    folded = password.casefold()
+    if folded in common_passwords():
+        return (
+            "This password is a common password, name or word that attackers try first; "
+            "choose another (several unrelated words make a strong one)."
+        )
+    if email and folded in {email.casefold(), email.casefold().partition("@")[0]}:
+        return "The password must not be your email address or its name part."
     return None
 
 
-def create_access_token(user_id: uuid.UUID, settings: Settings, now: datetime) -> str:
+def create_access_token(
+    user_id: uuid.UUID, session_id: uuid.UUID, settings: Settings, now: datetime
+) -> str:
     expires = now + timedelta(minutes=settings.ACCESS_TOKEN_MINUTES)
     payload: dict[str, Any] = {
         "sub": str(user_id),
+        "sid": str(session_id),
         "iss": settings.JWT_ISSUER,
         "aud": settings.JWT_AUDIENCE,
         # Millisecond precision lets a password change cut off tokens issued a moment
@@ -137,8 +196,19 @@ def decode_access_token(token: str, settings: Settings) -> AccessClaims:
             leeway=LEEWAY_SECONDS,
             options={"require": REQUIRED_CLAIMS},
         )
-        return AccessClaims(user_id=uuid.UUID(claims["sub"]), issued_at=float(claims["iat"]))
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise InvalidTokenError("invalid token") from exc
+    for name in NUMERIC_DATE_CLAIMS:
+        value = claims.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidTokenError(f"{name} is not a NumericDate")
+    try:
+        return AccessClaims(
+            user_id=uuid.UUID(claims["sub"]),
+            session_id=uuid.UUID(claims["sid"]),
+            issued_at=float(claims["iat"]),
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
         raise InvalidTokenError("invalid token") from exc
 
 

@@ -12,13 +12,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
 
 import boto3
 from anyio import to_thread
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from app.core.config import Settings, StorageBackend
 
@@ -55,14 +53,7 @@ class Storage(Protocol):
     async def start_upload(self, key: str, content_type: str) -> Upload: ...
     def read(self, key: str) -> Iterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
-    def download_response(self, key: str, filename: str, content_type: str) -> Response: ...
     async def check(self) -> None: ...
-
-
-def content_disposition(filename: str) -> str:
-    """`attachment`, with the name in ASCII for old clients and in UTF-8 (RFC 6266)."""
-    fallback = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
 
 
 class S3Upload:
@@ -141,18 +132,6 @@ class S3Storage:
 
     def __init__(self, settings: Settings, bucket: str) -> None:
         self.bucket = bucket
-        self.presign_seconds = settings.S3_PRESIGN_SECONDS
-        self.client = self._client(settings, settings.S3_ENDPOINT_URL)
-        # Presigned URLs name the host browsers use, which inside Docker Compose is not
-        # the one the API talks to.
-        self.public_client = (
-            self._client(settings, settings.S3_PUBLIC_ENDPOINT_URL)
-            if settings.S3_PUBLIC_ENDPOINT_URL
-            else self.client
-        )
-
-    @staticmethod
-    def _client(settings: Settings, endpoint_url: str | None) -> S3Client:
         secret = settings.S3_SECRET_ACCESS_KEY
         config = Config(
             connect_timeout=3,
@@ -163,9 +142,9 @@ class S3Storage:
         )
         # With the keys unset, boto3 finds credentials the usual way (environment,
         # instance role, ~/.aws).
-        return boto3.session.Session().client(
+        self.client: S3Client = boto3.session.Session().client(
             "s3",
-            endpoint_url=endpoint_url,
+            endpoint_url=settings.S3_ENDPOINT_URL,
             region_name=settings.S3_REGION,
             aws_access_key_id=settings.S3_ACCESS_KEY_ID,
             aws_secret_access_key=secret.get_secret_value() if secret else None,
@@ -186,21 +165,6 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         await s3_call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
-
-    def download_response(self, key: str, filename: str, content_type: str) -> Response:
-        # Signing needs no request to S3. The redirect takes the client straight to
-        # storage; clients drop the Authorization header when a redirect changes host.
-        url = self.public_client.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": key,
-                "ResponseContentDisposition": content_disposition(filename),
-                "ResponseContentType": content_type,
-            },
-            ExpiresIn=self.presign_seconds,
-        )
-        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
     async def check(self) -> None:
         await s3_call(lambda: self.client.head_bucket(Bucket=self.bucket))
@@ -274,21 +238,6 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         await local_call(lambda: self.path(key).unlink(missing_ok=True))
-
-    def download_response(self, key: str, filename: str, content_type: str) -> Response:
-        path = self.path(key)
-        if not path.is_file():
-            raise ObjectMissingError(key)
-        return FileResponse(
-            path,
-            media_type=content_type,
-            headers={
-                "Content-Disposition": content_disposition(filename),
-                # The type was checked at upload; the browser must not guess another.
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'; sandbox",
-            },
-        )
 
     async def check(self) -> None:
         def writable() -> None:

@@ -1,8 +1,9 @@
 """Receiving an upload: a multipart body read as it arrives, straight into storage.
 
 The size limit is counted on the bytes actually received, so a chunked body without a
-Content-Length is held to it too, and the file's type is decided from its first bytes
-before anything is stored.
+Content-Length is held to it too. The file's type is decided from its first bytes
+before anything is stored; text is then read for markup to its last byte, and the
+upload is undone if any turns up.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from dataclasses import dataclass
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.services.file_types import SNIFF_BYTES, detect_content_type
+from app.services.file_types import (
+    MARKUP_SPAN,
+    PLAIN_TEXT,
+    SNIFF_BYTES,
+    detect_content_type,
+    find_markup,
+    name_for_type,
+)
 from app.services.storage_service import KEY_PREFIX, Storage, Upload
 
 FILE_FIELD = "file"
@@ -93,6 +101,25 @@ def safe_filename(raw: str) -> str:
     return name[:255] or "upload"
 
 
+class _TextCheck:
+    """Refuses text that holds markup, read a chunk at a time as it streams. The end of
+    each chunk is read again with the next, so markup split between two is found too."""
+
+    def __init__(self) -> None:
+        self.tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        window = self.tail + chunk
+        markup = find_markup(window)
+        if markup is not None:
+            raise UnsupportedFileTypeError(
+                f"The text contains markup (`{markup}`), which browsers may run; text is "
+                "accepted only when no `<` is followed by a letter, `!`, `?` or `/` "
+                "(nor `+ADw`, a `<` in UTF-7)."
+            )
+        self.tail = window[-(MARKUP_SPAN - 1) :]
+
+
 @dataclass
 class _Part:
     name: str | None = None
@@ -139,7 +166,8 @@ class _Events:
 
 class _Receiver:
     """Acts on the parser's events for the `file` field: holds its first bytes until the
-    type is known and accepted, then streams the rest into storage."""
+    type is known and accepted, then streams the rest into storage (text through a
+    check for markup on the way)."""
 
     def __init__(self, storage: Storage, limit: int, allowed_types: list[str]) -> None:
         self.storage = storage
@@ -152,6 +180,7 @@ class _Receiver:
         self.head = bytearray()  # the first bytes, held until the type is known
         self.upload: Upload | None = None
         self.content_type = ""
+        self.text_check: _TextCheck | None = None
         self.size = 0
         self.digest = hashlib.sha256()
 
@@ -172,6 +201,8 @@ class _Receiver:
             if len(self.head) >= SNIFF_BYTES:
                 await self._open()
         else:
+            if self.text_check is not None:
+                self.text_check.feed(chunk)
             await self.upload.write(chunk)
 
     async def _open(self) -> None:
@@ -181,6 +212,9 @@ class _Receiver:
                 f"The file's content is {self.content_type}, which is not accepted here; "
                 f"accepted: {', '.join(self.allowed_types)}."
             )
+        if self.content_type == PLAIN_TEXT:
+            self.text_check = _TextCheck()
+            self.text_check.feed(bytes(self.head))
         self.upload = await self.storage.start_upload(self.key, self.content_type)
         await self.upload.write(bytes(self.head))
         self.head.clear()
@@ -254,7 +288,7 @@ async def receive_upload(
         )
     return StoredUpload(
         object_key=receiver.key,
-        original_name=receiver.name,
+        original_name=name_for_type(receiver.name, receiver.content_type),
         content_type=receiver.content_type,
         size=receiver.size,
         checksum_sha256=receiver.digest.hexdigest(),

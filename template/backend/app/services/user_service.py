@@ -10,12 +10,13 @@ import logging
 import uuid
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import to_millisecond, utcnow
-from app.core.rbac import Role
+from app.core.rbac import Role, manages
 from app.core.security import hash_password
-from app.models import TokenPurpose, User
+from app.models import RefreshTokenFamily, TokenPurpose, User
 from app.services import token_service
 
 logger = logging.getLogger("app.auth")
@@ -29,6 +30,38 @@ class PolicyError(Exception):
         super().__init__(message)
         self.message = message
         self.conflict = conflict
+
+
+async def create_member(
+    session: AsyncSession, email: str, hashed_password: str, full_name: str | None
+) -> User | None:
+    """A new member account, or None when the address has one already. The insert runs
+    in a savepoint, so a taken address leaves the request's transaction usable."""
+    user = User(email=email, hashed_password=hashed_password, full_name=full_name)
+    try:
+        async with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        return None
+    return user
+
+
+async def active_user_in_session(
+    session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
+) -> User | None:
+    """The user, when active and signed in through a login (refresh token family) that
+    has not ended; one round trip."""
+    query = (
+        select(User)
+        .join(RefreshTokenFamily, RefreshTokenFamily.user_id == User.id)
+        .where(
+            User.id == user_id,
+            User.is_active,
+            RefreshTokenFamily.id == session_id,
+            RefreshTokenFamily.revoked_at.is_(None),
+        )
+    )
+    return (await session.scalars(query)).one_or_none()
 
 
 async def set_password(session: AsyncSession, user: User, new_password: str) -> None:
@@ -69,9 +102,7 @@ def _check_authority(actor: User, target: User) -> None:
         raise PolicyError(
             "You cannot change your own role or status; another owner or admin has to."
         )
-    if actor.role is Role.OWNER:
-        return
-    if actor.role is Role.ADMIN and target.role is Role.MEMBER:
+    if manages(actor.role, target.role):
         return
     raise PolicyError("Admins manage members only; ask an owner.")
 

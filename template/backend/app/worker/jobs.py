@@ -18,7 +18,8 @@ from sqlalchemy import update
 from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
-from app.models import File, FileStatus
+from app.models import File, FileStatus, TokenPurpose
+from app.services import account_service
 from app.services.email_service import Email, build_message, get_backend
 from app.services.storage_service import ObjectMissingError, create_storage
 from app.worker.queue import EMAIL_QUEUE, JobCall, final_attempt, job_settings
@@ -41,6 +42,32 @@ def send_email_job(email: Email) -> JobCall:
         description=f"send_email {email.template} to {email.to}",
         queue=EMAIL_QUEUE,
     )
+
+
+def send_account_link(email: str, purpose: str) -> None:
+    """Look the address up and mail it a verification or reset link, if it is owed one."""
+    asyncio.run(_send_account_link(email, TokenPurpose(purpose), job_settings()))
+
+
+def send_account_link_job(email: str, purpose: TokenPurpose) -> JobCall:
+    return JobCall(
+        send_account_link,
+        (email, purpose.value),
+        description=f"send_account_link {purpose.value}",
+        queue=EMAIL_QUEUE,
+    )
+
+
+async def _send_account_link(email: str, purpose: TokenPurpose, settings: Settings) -> None:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            message = await account_service.link_email(session, email, purpose, settings)
+        # Sent after the commit, so that the link's token exists when it is opened.
+        if message is not None:
+            get_backend(settings).send(build_message(message, settings))
+    finally:
+        await engine.dispose()
 
 
 def process_file(file_id: str) -> None:

@@ -1,0 +1,104 @@
+"""Account emails: what each one says, and the one-time links they carry.
+
+Requests that must not reveal whether an address has an account (request-verify,
+request-reset) do no account work themselves: they queue `send_account_link`, and the
+job looks the address up. So the answer, and the time it takes, are the same for every
+address.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.models import TokenPurpose, User
+from app.services import token_service
+from app.services.email_service import Email
+
+# The web app's pages that links in emails open.
+LINK_PAGES = {
+    TokenPurpose.VERIFY_EMAIL: "verify-email",
+    TokenPurpose.RESET_PASSWORD: "reset-password",
+}
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def find_user(session: AsyncSession, email: str) -> User | None:
+    return (await session.scalars(select(User).where(User.email == email))).one_or_none()
+
+
+async def _link(
+    session: AsyncSession,
+    user: User,
+    purpose: TokenPurpose,
+    lifetime: timedelta,
+    settings: Settings,
+) -> str:
+    # Bound to the address the link goes to, so it confirms nothing once that changes.
+    token = await token_service.issue_one_time_token(
+        session, user.id, purpose, lifetime, email=user.email
+    )
+    return f"{settings.FRONTEND_URL.rstrip('/')}/{LINK_PAGES[purpose]}#token={token}"
+
+
+async def verification_email(session: AsyncSession, user: User, settings: Settings) -> Email:
+    lifetime = timedelta(hours=settings.VERIFY_TOKEN_HOURS)
+    return Email(
+        to=user.email,
+        template="verify_email",
+        subject="Confirm your email address",
+        context={
+            "valid_hours": settings.VERIFY_TOKEN_HOURS,
+            "link": await _link(session, user, TokenPurpose.VERIFY_EMAIL, lifetime, settings),
+        },
+    )
+
+
+async def reset_email(session: AsyncSession, user: User, settings: Settings) -> Email:
+    lifetime = timedelta(minutes=settings.RESET_TOKEN_MINUTES)
+    return Email(
+        to=user.email,
+        template="reset_password",
+        subject="Reset your password",
+        context={
+            "valid_minutes": settings.RESET_TOKEN_MINUTES,
+            "link": await _link(session, user, TokenPurpose.RESET_PASSWORD, lifetime, settings),
+        },
+    )
+
+
+def account_exists_email(user: User, settings: Settings) -> Email:
+    """To the owner of an address someone tried to register again."""
+    return Email(
+        to=user.email,
+        template="account_exists",
+        subject="Someone tried to sign up with your address",
+        context={"login_url": settings.FRONTEND_URL.rstrip("/")},
+    )
+
+
+def password_changed_email(user: User) -> Email:
+    return Email(
+        to=user.email, template="password_changed", subject="Your password was changed", context={}
+    )
+
+
+async def link_email(
+    session: AsyncSession, email: str, purpose: TokenPurpose, settings: Settings
+) -> Email | None:
+    """The email a request-verify or request-reset for `email` sends, if any: only an
+    active account gets one, and a verification link only while it is unverified."""
+    user = await find_user(session, normalise_email(email))
+    if user is None or not user.is_active:
+        return None
+    if purpose is TokenPurpose.RESET_PASSWORD:
+        return await reset_email(session, user, settings)
+    if user.is_verified:
+        return None
+    return await verification_email(session, user, settings)
