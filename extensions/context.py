@@ -13,6 +13,7 @@ import keyword
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,8 +21,20 @@ from typing import Any
 from jinja2 import Environment
 from jinja2.ext import Extension
 
-# An email address good enough to reject typos; deliverability is the mail server's job.
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+# The generated app's email rule (backend/app/core/emails.py, email-validator without a
+# DNS lookup, special-use domains allowed as in development) restated without
+# email-validator, which is not installed when the questionnaire runs; a test holds the
+# two to the same answers. RFC 5322 atext, and any character from U+0080 on.
+EMAIL_ATOM = r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~\u0080-\U0010FFFF]+"
+EMAIL_LOCAL_RE = re.compile(rf"{EMAIL_ATOM}(\.{EMAIL_ATOM})*")
+EMAIL_HOST_CHARS = re.compile(r"[a-z0-9\-.\u0080-\U0010FFFF]*")
+EMAIL_ASCII_LABEL = r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?"
+EMAIL_ASCII_HOST_RE = re.compile(rf"{EMAIL_ASCII_LABEL}(\.{EMAIL_ASCII_LABEL})*")
+# The label separators IDNA knows besides the full stop, which NFKC leaves alone.
+EMAIL_LABEL_DOTS = str.maketrans({"\u3002": ".", "\uff61": "."})
+EMAIL_MAX_BYTES, EMAIL_DOMAIN_MAX, EMAIL_LABEL_MAX = 254, 253, 63
+# Longer answers are cut in messages: no address has more characters.
+SHOWN_LENGTH = 254
 SLUG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # Names the generated project imports itself; a package of the same name would shadow them.
 RESERVED_SLUGS = frozenset({"app", "alembic", "tests", "tools", "test"})
@@ -57,11 +70,82 @@ def slug_error(value: str) -> str:
     return ""
 
 
+def _unsafe(text: str) -> bool:
+    # Controls, format characters, separators and spaces, and a combining mark that
+    # would join whatever stands before the address.
+    return any(
+        unicodedata.category(char)[0] in "CZ"
+        or (index == 0 and unicodedata.category(char)[0] == "M")
+        for index, char in enumerate(text)
+    )
+
+
+def _email_local_ok(local: str) -> bool:
+    return all(
+        EMAIL_LOCAL_RE.fullmatch(form) and not _unsafe(form)
+        for form in (local, unicodedata.normalize("NFC", local))
+    )
+
+
+def _email_domain(domain: str) -> tuple[str, str] | None:
+    """The domain as written after IDNA mapping and in ASCII, or None when it is not one."""
+    # A character that stands for something with a full stop in it (such as "⒈") would
+    # move the label boundaries: IDNA refuses it.
+    if (
+        len(domain) > EMAIL_DOMAIN_MAX
+        or _unsafe(domain)
+        or any("002E" in unicodedata.decomposition(char).split() for char in domain)
+    ):
+        return None
+    unicode = unicodedata.normalize("NFKC", domain).lower().translate(EMAIL_LABEL_DOTS)
+    labels = unicode.split(".")
+    if not EMAIL_HOST_CHARS.fullmatch(unicode) or "" in labels:
+        return None
+    ascii_labels = []
+    for label in labels:
+        if label.startswith("-") or label.endswith("-") or re.match(r"(?!xn)..--", label):
+            return None
+        non_ascii = [char for char in label if ord(char) > 127]
+        if label.startswith("xn--"):
+            try:
+                non_ascii = list(label.encode("ascii").decode("idna"))
+            except UnicodeError:
+                return None
+        # IDNA 2008 takes letters, marks and digits; symbols such as emoji are refused.
+        if any(unicodedata.category(char)[0] not in "LMN" for char in non_ascii if ord(char) > 127):
+            return None
+        try:
+            ascii_labels.append(label.encode("idna").decode("ascii") if non_ascii else label)
+        except UnicodeError:
+            return None
+    ascii_domain = ".".join(ascii_labels)
+    if (
+        not EMAIL_ASCII_HOST_RE.fullmatch(ascii_domain)
+        or len(ascii_domain) > EMAIL_DOMAIN_MAX
+        or any(len(label) > EMAIL_LABEL_MAX for label in ascii_labels)
+        or "." not in ascii_domain
+        or not ascii_domain[-1].isalpha()
+    ):
+        return None
+    return unicode, ascii_domain
+
+
 def email_error(value: str) -> str:
-    """Say what is wrong with an email address, or return an empty string."""
-    if EMAIL_RE.match(value or ""):
-        return ""
-    return f"'{value}' is not an email address; expected something like jane@example.com."
+    """Say what is wrong with an email address, or return an empty string.
+
+    Accepts what the generated app accepts outside production, in the same words when
+    it refuses; the app itself then refuses special-use domains in production.
+    """
+    value = value or ""
+    local, at, domain = value.partition("@")
+    found = _email_domain(domain) if at and local and _email_local_ok(local) else None
+    if found is not None:
+        nfc = unicodedata.normalize("NFC", local)
+        forms = (value, f"{nfc}@{found[0]}", f"{nfc}@{found[1]}")
+        if all(len(form.encode()) <= EMAIL_MAX_BYTES for form in forms):
+            return ""
+    shown = f"{value[:SHOWN_LENGTH]!r}..." if len(value) > SHOWN_LENGTH else repr(value)
+    return f"{shown} is not a valid email address; expected something like jane@example.com."
 
 
 def git_config(key: str) -> str:
@@ -126,11 +210,34 @@ def deploy_manifest(target: str, **answers: str) -> str:
     raise ValueError(f"no manifest for the deploy target {target!r}")
 
 
+# Copier words a refused answer this way; given with `-d`, the error reaches the top of
+# the process as a ValueError, which Python would print with a long traceback in front of
+# the one sentence that matters.
+REFUSED_ANSWER = "Validation error for question"
+
+
+def answer_errors_as_sentences(previous: Any) -> Any:
+    """An excepthook that prints a refused answer as its sentence alone."""
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        if issubclass(kind, ValueError) and str(error).startswith(REFUSED_ANSWER):
+            print(error, file=sys.stderr)
+            return
+        previous(kind, error, traceback)
+
+    hook.dayone = True  # type: ignore[attr-defined]
+    return hook
+
+
 class DayoneExtension(Extension):
     """Filters for slugs and validation messages, globals for git identity defaults."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
+        # Interactively, Copier shows the sentence and asks again; non-interactively the
+        # sentence is all that is printed (the process still exits with status 1).
+        if not getattr(sys.excepthook, "dayone", False):
+            sys.excepthook = answer_errors_as_sentences(sys.excepthook)
         environment.filters["slugify"] = slugify
         environment.filters["slug_error"] = slug_error
         environment.filters["email_error"] = email_error

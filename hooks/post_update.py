@@ -36,6 +36,7 @@ also renders those scratch copies (`python -m copier`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -50,8 +51,9 @@ from pathlib import Path
 
 REPORT_FILE = ".copier-update-report.md"
 NEW_SUFFIX = ".new"
-# The report records which .new files this hook wrote, so that the next update can tell
-# them from the user's own files with the same ending.
+# The report records which .new files this hook wrote, and a digest of each, so that the
+# next update can tell them from the user's own files with the same ending: a name alone
+# would not do, since a user may commit a FILE.new of their own after removing ours.
 RECORD_PREFIX = "<!-- dayone-update-new-files: "
 RECORD_SUFFIX = " -->"
 # Where a template change means the database schema may have moved.
@@ -94,6 +96,8 @@ class Outcome:
     schema_notice: str = ""
     # .new files of earlier runs still waiting for the user's review.
     earlier_new_files: list[str] = field(default_factory=list)
+    # Every .new file of the hook's now in the project, with the SHA-256 of its content.
+    record: dict[str, str] = field(default_factory=dict)
 
     @property
     def new_files(self) -> list[str]:
@@ -223,18 +227,30 @@ def rendered_files(root: Path, answers_file: str) -> dict[str, Path]:
     }
 
 
+def digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def previous_new_files(project: Path) -> set[str]:
-    """The .new files the previous run recorded in its report."""
+    """The .new files an earlier run wrote that still hold what it wrote: any other file
+    of such a name, however it came to exist, is the user's."""
     report = project / REPORT_FILE
     if not report.is_file():
         return set()
     for line in report.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.startswith(RECORD_PREFIX) and line.endswith(RECORD_SUFFIX):
             try:
-                names = json.loads(line[len(RECORD_PREFIX) : -len(RECORD_SUFFIX)])
+                record = json.loads(line[len(RECORD_PREFIX) : -len(RECORD_SUFFIX)])
             except json.JSONDecodeError:
                 return set()
-            return {name for name in names if isinstance(name, str)}
+            # A record without digests (an older hook's) proves nothing: none is ours.
+            if not isinstance(record, dict):
+                return set()
+            return {
+                name
+                for name, sha in record.items()
+                if isinstance(name, str) and digest(project / name) == sha
+            }
     return set()
 
 
@@ -347,14 +363,18 @@ def resolve_update(
         pending_new.append((path, merge_toward_template(ours, base, theirs), "conflict (.new)"))
 
     # `copier update --conflict rej` leaves FILE.rej beside a half-applied FILE instead of
-    # markers; the renders give the same three sides, so it ends the same way.
+    # markers; the renders give the same three sides, so it ends the same way. A .rej
+    # holds hunks of the user's own change, all of which HEAD still has, and is never the
+    # user's file: Copier refuses to update a tree with untracked files in it.
     for reject in sorted(rejects):
+        (project / reject).unlink()
+        untracked.discard(reject)
         path = reject.removesuffix(".rej")
         base, new = renders.base_content(path), renders.new.get(path)
         if new is None or path in unmerged:
+            # Removed or renamed away by the template (the rule for deleted files below
+            # keeps the user's), or already handled as a conflict above.
             continue
-        (project / reject).unlink()
-        untracked.discard(reject)
         modified.discard(path)
         ours = git.head_blob(path) or b""
         merged = merge_toward_template(ours, base or b"", new.read_bytes())
@@ -581,15 +601,18 @@ def report(outcome: Outcome, markdown: bool) -> str:
     if markdown:
         # Earlier .new files the user has not dealt with yet stay recorded as the hook's,
         # so that a later update may still replace them.
-        record = sorted({*outcome.new_files, *outcome.earlier_new_files})
-        lines.append(f"{RECORD_PREFIX}{json.dumps(record)}{RECORD_SUFFIX}")
+        record = json.dumps(outcome.record, sort_keys=True)
+        lines.append(f"{RECORD_PREFIX}{record}{RECORD_SUFFIX}")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def finish(project: Path, outcome: Outcome) -> None:
-    outcome.earlier_new_files = sorted(
-        name for name in previous_new_files(project) if (project / name).is_file()
-    )
+    outcome.earlier_new_files = sorted(previous_new_files(project))
+    outcome.record = {
+        name: sha
+        for name in {*outcome.new_files, *outcome.earlier_new_files}
+        if (sha := digest(project / name)) is not None
+    }
     changed = schema_paths(outcome.entries)
     if changed:
         outcome.schema_notice = schema_notice(project, changed)

@@ -200,7 +200,9 @@ def test_s3_gone_answers_503_keeps_nothing_and_recovers(stack: Stack, owner: str
         refused = upload(stack, owner, png(300_000), 503)
         assert_unavailable(refused, STORAGE_DOWN)
         # A download streams from the object store, so it waits for it too.
-        unavailable = stack.api.call("GET", f"/api/v1/files/{kept['id']}/download", 503, token=owner)
+        unavailable = stack.api.call(
+            "GET", f"/api/v1/files/{kept['id']}/download", 503, token=owner
+        )
         assert unavailable.headers["Retry-After"]
         status, body = readiness(stack)
         assert status == 503

@@ -420,6 +420,8 @@ def build_synthetic_template(
     template_adds=st.booleans(),
     user_adds_own_new_file=st.booleans(),
     strict=st.booleans(),
+    # How Copier leaves what it cannot merge: markers in the file, or FILE.rej beside it.
+    conflict=st.sampled_from(["inline", "rej"]),
 )
 def test_no_user_byte_and_no_template_change_is_lost(
     template_changes: list[tuple[str, int]],
@@ -427,6 +429,7 @@ def test_no_user_byte_and_no_template_change_is_lost(
     template_adds: bool,
     user_adds_own_new_file: bool,
     strict: bool,
+    conflict: str,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="dayone-property-") as scratch:
         root = Path(scratch)
@@ -472,12 +475,17 @@ def test_no_user_byte_and_no_template_change_is_lost(
             overwrite=True,
             quiet=True,
             vcs_ref="v2",
+            conflict=conflict,
         )
 
         assert git(project, "ls-files", "--unmerged") == ""
+        assert not [name for name in status(project) if name.endswith(".rej")]
         codes = set(status(project).values())
         assert not codes & {"UU", "AA", "DU", "UD", "AU", "UA", "DD"}
         rows = report_rows(project)
+        # Only what the template really added is reported as its addition.
+        added = {name for category, name in rows if category == "added"}
+        assert added == ({"added.txt"} if template_adds else set())
         for path in project.rglob("*"):
             if path.is_file() and ".git" not in path.relative_to(project).parts:
                 text = path.read_text(encoding="utf-8")
@@ -548,3 +556,33 @@ def test_conflicts_left_as_rej_files_end_the_same_way(tmp_path: Path) -> None:
     assert "template v2 wrote this in f0" in (project / "f0.txt.new").read_text().splitlines()
     assert status(project) == {".copier-answers.yml": " M", "f0.txt.new": "??"}
     assert report_rows(project) == {("conflict (.new)", "f0.txt")}
+
+
+def test_a_users_own_dot_new_after_ours_is_never_overwritten(tmp_path: Path) -> None:
+    # The hook's f0.txt.new of one update, removed by the user, who then commits a file of
+    # their own by that name: the next update's conflict must go elsewhere.
+    template = tmp_path / "template-repo"
+    changes = [(MODIFY, 3)] + [(KEEP, 0)] * (FILE_COUNT - 1)
+    build_synthetic_template(template, changes, template_adds=False)
+    project = tmp_path / "project"
+    run_copy(str(template), str(project), defaults=True, unsafe=True, vcs_ref="v1", quiet=True)
+    git(project, "init", "--quiet", "--initial-branch=main")
+    commit(project, "generated")
+    apply_change(project / "f0.txt", (MODIFY, 3), "the user wrote this in f0")
+    commit(project, "user edits")
+    options = {"defaults": True, "unsafe": True, "overwrite": True, "quiet": True}
+
+    run_update(str(project), vcs_ref="v2", **options)
+    assert ("conflict (.new)", "f0.txt") in report_rows(project)
+    mine = b"the user's own notes, named like the hook's file\n"
+    (project / "f0.txt.new").write_bytes(mine)
+    commit(project, "the user's own f0.txt.new")
+
+    apply_change(template / "template" / "f0.txt", (MODIFY, 3), "template v3 wrote this in f0")
+    commit(template, "v3")
+    tag(template, "v3")
+    run_update(str(project), vcs_ref="v3", **options)
+
+    assert (project / "f0.txt.new").read_bytes() == mine
+    assert "template v3 wrote this in f0" in (project / "f0.txt.2.new").read_text().splitlines()
+    assert "the user wrote this in f0" in (project / "f0.txt").read_text().splitlines()

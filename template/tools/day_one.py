@@ -206,6 +206,7 @@ def ask_password(email: str) -> str:
 
 def ensure_owner(root: Path, report: Report, email: str | None, *, interactive: bool) -> None:
     password = os.environ.get("OWNER_PASSWORD", "")
+    options = ["--email", email] if email else []
     if not password:
         found = app_command(root, "owner")
         if found.returncode == 0:
@@ -220,8 +221,11 @@ def ensure_owner(root: Path, report: Report, email: str | None, *, interactive: 
                 "there is no owner account yet and no terminal to ask for its password: "
                 "set OWNER_PASSWORD (and OWNER_EMAIL or --owner-email) and run it again."
             )
+        # The app's own rule, before the two password prompts rather than after them.
+        checked = app_command(root, "check-email", *options)
+        if checked.returncode != 0:
+            raise DayOneError(f"the owner account was not created: {last_line(checked)}")
         password = ask_password(email or read_settings(root).get("OWNER_EMAIL", ""))
-    options = ["--email", email] if email else []
     # --if-none: an existing owner is left alone, whatever the password says.
     result = app_command(
         root, "create-owner", "--if-none", *options, env={"OWNER_PASSWORD": password}

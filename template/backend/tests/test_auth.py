@@ -20,6 +20,7 @@ from app.core.clock import utcnow
 from app.core.config import Settings
 from app.main import create_app
 from app.models import User
+from app.services.account_service import link_base
 from tests.support import PASSWORD, bearer, login, messages_to, register
 
 
@@ -42,7 +43,7 @@ async def test_registration_sends_a_verification_link(
     await register(client)
     (message,) = messages_to(settings, "ada@example.com")
     assert message["Subject"] == "Confirm your email address"
-    assert f"{settings.FRONTEND_URL}/verify-email#token=" in message.as_string()
+    assert f"{link_base(settings)}/verify-email#token=" in message.as_string()
 
 
 @pytest.mark.parametrize(

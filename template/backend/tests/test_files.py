@@ -282,3 +282,16 @@ async def test_with_storage_turned_off_uploads_get_a_clear_503(
 )
 def test_safe_filename(raw: str, safe: str) -> None:
     assert safe_filename(raw) == safe
+
+
+async def test_times_read_the_same_in_every_answer(
+    client: AsyncClient, ada: dict[str, str]
+) -> None:
+    # SQLite returns stored times without a zone; the answers must not show it.
+    created = (await upload(client, ada, PNG)).json()
+    listed = (await client.get("/api/v1/files", headers=ada)).json()["items"][0]
+    read = (await client.get(f"/api/v1/files/{created['id']}", headers=ada)).json()
+    me = (await client.get("/api/v1/users/me", headers=ada)).json()
+    assert created["created_at"] == listed["created_at"] == read["created_at"]
+    assert created["created_at"].endswith("Z")
+    assert me["created_at"].endswith("Z")

@@ -153,6 +153,10 @@ async def test_the_docs_pages_may_load_what_they_use(client: AsyncClient, path: 
     icons = re.findall(r'<link rel="shortcut icon" href="([^"]+)"', page)
     assert scripts
     assert icons
+    # Nothing off-site: the pages render on a machine without internet.
+    assert not re.search(r"https?:|//", policy)
+    for url in [*scripts, *styles, *icons]:
+        assert re.match(r"/(?!/)", url), f"{url} is off-site"
     for url in scripts:
         assert allowed(policy, "script-src", url), url
     for url in styles:

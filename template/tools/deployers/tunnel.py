@@ -117,7 +117,8 @@ class TunnelDeployer(LocalDeployer):
                         found.append(match.group(match.lastindex or 0))
             # Keep draining after the URL so that a full pipe never blocks the tunnel.
 
-        threading.Thread(target=scan, daemon=True).start()
+        reader = threading.Thread(target=scan, daemon=True)
+        reader.start()
         deadline = time.monotonic() + URL_TIMEOUT_SECONDS
         while not found and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.1)
@@ -125,6 +126,9 @@ class TunnelDeployer(LocalDeployer):
             if process.poll() is None:
                 process.terminate()
             process.wait()
+            # The program may exit before the reader has taken in what it printed last:
+            # its pipe closes with the process, so the reader finishes soon after.
+            reader.join(timeout=5)
             output = "".join(seen[-20:]).rstrip()
             raise RuntimeError(
                 f"{program.name} gave no public URL"

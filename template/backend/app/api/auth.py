@@ -24,7 +24,8 @@ from app.api.deps import (
     client_address,
 )
 from app.core.clock import utcnow
-from app.core.config import Settings
+from app.core.config import Environment, Settings
+from app.core.emails import email_problem, normalise_email
 from app.core.rate_limit import Throttle
 from app.core.security import (
     burn_password_check,
@@ -46,7 +47,7 @@ from app.schemas.auth import (
     TokenPair,
 )
 from app.services import account_service, token_service, user_service
-from app.services.account_service import find_user, normalise_email
+from app.services.account_service import find_user
 from app.worker.jobs import send_account_link_job, send_email_job
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -64,6 +65,17 @@ INVALID_REFRESH_TOKEN = HTTPException(
 )
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 LOGIN_ACCOUNT = "login-account"
+
+
+def login_email(username: str) -> str | None:
+    """The login form's free-text name as accounts store addresses, or None for what
+    cannot be one (over-long, holding a NUL that PostgreSQL would refuse, malformed)."""
+    if len(username) > EMAIL_MAX_LENGTH:
+        return None
+    try:
+        return normalise_email(username.strip(), allow_special_use=True)
+    except ValueError:
+        return None
 
 
 def token_pair(
@@ -121,9 +133,14 @@ async def register(
 ) -> Accepted:
     """Create a member account and mail it a verification link. An address that has an
     account gets the same answer, and its owner an email saying someone tried."""
-    email = normalise_email(body.email)
+    email = body.email
     await limit_email_requests(request, settings, throttle, "register", email)
-    problem = password_problem(body.password, email=email)
+    # Special-use domains (.test, .localhost, ...) receive no mail: fine while developing,
+    # refused in production, as create-owner refuses them.
+    production = settings.ENVIRONMENT is Environment.PRODUCTION
+    problem = email_problem(email, allow_special_use=not production) or password_problem(
+        body.password, email=email
+    )
     if problem:
         raise unacceptable_password(problem)
     # Hashed in both cases, so that the answer takes as long for a taken address.
@@ -151,28 +168,28 @@ async def login(
     settings: SettingsDep,
     throttle: ThrottleDep,
 ) -> TokenPair:
-    email = normalise_email(form.username)
+    email = login_email(form.username)
+    # What is not an address is throttled and logged like any name, looked up as nobody,
+    # and so answered the same way.
+    name = email or form.username.strip().lower()[:EMAIL_MAX_LENGTH]
     address = client_address(request)
     # Both budgets are spent before the password is looked at, each in one atomic
     # operation: of N guesses sent at once, at most the budget's worth are checked.
     await throttle.hit(settings.LOGIN_LIMIT_PER_ADDRESS, "login-address", address)
-    await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, email)
-    # The form field is free text: what cannot be an address (over-long, or holding a NUL
-    # that PostgreSQL would refuse) is looked up as nobody, and answered the same way.
-    plausible = len(email) <= EMAIL_MAX_LENGTH and "\x00" not in email
-    user = await find_user(session, email) if plausible else None
+    await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, name)
+    user = await find_user(session, email) if email else None
     if user is None:
         await burn_password_check(form.password)
         valid, new_hash = False, None
     else:
         valid, new_hash = await verify_password(form.password, user.hashed_password)
     if user is None or not valid or not user.is_active:
-        logger.info("Login failed for %s from %s", email, address)
+        logger.info("Login failed for %s from %s", name, address)
         raise BAD_CREDENTIALS
     if new_hash is not None:
         user.hashed_password = new_hash
     # A successful login gives the account its budget back.
-    await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, email)
+    await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, name)
     logger.info("Login succeeded for user %s from %s", user.id, address)
     response.headers.update(NO_STORE)
     return token_pair(user, await token_service.start_family(session, user.id, settings), settings)
@@ -212,7 +229,7 @@ async def request_verify(
     throttle: ThrottleDep,
     jobs: JobsDep,
 ) -> Accepted:
-    email = normalise_email(body.email)
+    email = body.email
     await limit_email_requests(request, settings, throttle, "request-verify", email)
     await jobs.enqueue(send_account_link_job(email, TokenPurpose.VERIFY_EMAIL))
     return VERIFY_REQUESTED
@@ -243,7 +260,7 @@ async def request_reset(
     throttle: ThrottleDep,
     jobs: JobsDep,
 ) -> Accepted:
-    email = normalise_email(body.email)
+    email = body.email
     await limit_email_requests(request, settings, throttle, "request-reset", email)
     await jobs.enqueue(send_account_link_job(email, TokenPurpose.RESET_PASSWORD))
     return RESET_REQUESTED

@@ -18,15 +18,14 @@ from app.core.errors import error_response
 # The JSON API renders nothing and runs nothing, so its pages may load nothing, and no
 # site may frame them.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# /docs and /redoc are pages that FastAPI builds with inline scripts and styles and loads
-# Swagger UI and ReDoc from jsDelivr (fonts from Google, the favicon from fastapi's site);
-# they call the API itself, and ReDoc parses the schema in a worker made from a blob.
+# /docs and /redoc (app/api/docs.py) load everything from the app itself and nothing from
+# elsewhere. FastAPI builds them with inline scripts and styles, Swagger UI draws its icons
+# as data: images, they call the API, and ReDoc parses the schema in a worker from a blob.
 DOCS_CSP = (
     "default-src 'none'; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; "
     "connect-src 'self'; "
     "worker-src blob:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -69,7 +68,9 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        added = self.docs_headers if scope["path"] in self.docs_paths else self.api_headers
+        # Behind a proxy that mounts the app under a prefix, the path still carries it.
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        added = self.docs_headers if path in self.docs_paths else self.api_headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
 from app.models import FileStatus
+from app.schemas.common import UtcDatetime
 
 
 class FileOut(BaseModel):
@@ -18,8 +18,8 @@ class FileOut(BaseModel):
     size: int
     checksum_sha256: str
     status: FileStatus
-    created_at: datetime
-    processed_at: datetime | None
+    created_at: UtcDatetime
+    processed_at: UtcDatetime | None
 
 
 class FilePage(BaseModel):

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
 from app.core.rbac import Role
 from app.schemas.auth import DisplayName
+from app.schemas.common import UtcDatetime
 
 
 class UserOut(BaseModel):
@@ -18,7 +18,7 @@ class UserOut(BaseModel):
     role: Role
     is_active: bool
     is_verified: bool
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class UserUpdate(BaseModel):

@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings
+from app.core.config import Environment, Settings
 from app.models import TokenPurpose, User
 from app.services import token_service
 from app.services.email_service import Email
@@ -23,10 +23,31 @@ LINK_PAGES = {
     TokenPurpose.VERIFY_EMAIL: "verify-email",
     TokenPurpose.RESET_PASSWORD: "reset-password",
 }
+# Where the API serves pages of the same names itself (app/api/dev_pages.py), for
+# development without a web app: FRONTEND_URL unset, outside production.
+DEV_PAGES_PREFIX = "/dev"
+# Addresses a server listening on every interface is reached at from this machine.
+ANY_INTERFACE = {"0.0.0.0", "::", ""}  # noqa: S104 - compared against, never bound
 
 
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
+def uses_dev_pages(settings: Settings) -> bool:
+    return settings.FRONTEND_URL is None and settings.ENVIRONMENT is not Environment.PRODUCTION
+
+
+def api_address(settings: Settings) -> str:
+    """The API on this machine, as HOST and PORT say: links a developer opens locally."""
+    host = "localhost" if settings.HOST in ANY_INTERFACE else settings.HOST
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.PORT}"
+
+
+def link_base(settings: Settings) -> str:
+    """Where links in emails point: FRONTEND_URL, or the API's own pages without one
+    (production refuses to start without FRONTEND_URL)."""
+    if settings.FRONTEND_URL:
+        return settings.FRONTEND_URL.rstrip("/")
+    return api_address(settings) + DEV_PAGES_PREFIX
 
 
 async def find_user(session: AsyncSession, email: str) -> User | None:
@@ -44,7 +65,7 @@ async def _link(
     token = await token_service.issue_one_time_token(
         session, user.id, purpose, lifetime, email=user.email
     )
-    return f"{settings.FRONTEND_URL.rstrip('/')}/{LINK_PAGES[purpose]}#token={token}"
+    return f"{link_base(settings)}/{LINK_PAGES[purpose]}#token={token}"
 
 
 async def verification_email(session: AsyncSession, user: User, settings: Settings) -> Email:
@@ -79,7 +100,12 @@ def account_exists_email(user: User, settings: Settings) -> Email:
         to=user.email,
         template="account_exists",
         subject="Someone tried to sign up with your address",
-        context={"login_url": settings.FRONTEND_URL.rstrip("/")},
+        # Without a web app, the interactive docs are where a developer signs in.
+        context={
+            "login_url": settings.FRONTEND_URL.rstrip("/")
+            if settings.FRONTEND_URL
+            else f"{api_address(settings)}/docs"
+        },
     )
 
 
@@ -94,7 +120,7 @@ async def link_email(
 ) -> Email | None:
     """The email a request-verify or request-reset for `email` sends, if any: only an
     active account gets one, and a verification link only while it is unverified."""
-    user = await find_user(session, normalise_email(email))
+    user = await find_user(session, email)
     if user is None or not user.is_active:
         return None
     if purpose is TokenPurpose.RESET_PASSWORD:

@@ -7,12 +7,15 @@ from the Jinja templates in app/templates/email/ (`<name>.txt` and `<name>.html`
 Routes never send mail themselves: they enqueue the send_email job (app/worker/jobs.py),
 which calls `send_email` here. With SMTP_HOST set it goes out through SMTP; otherwise the
 console backend, the embedded default, logs that a message was sent and writes it to
-EMAIL_OUTBOX_DIR. Log lines carry no body, since bodies hold one-time links.
+EMAIL_OUTBOX_DIR. Log lines carry no body, since bodies hold one-time links; only the
+console backend outside production logs the links, one a line and decoded (the .eml file
+is quoted-printable), because there the log is where a developer opens them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 import uuid
@@ -24,9 +27,12 @@ from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from app.core import config
 from app.core.config import Settings, SmtpSecurity
 
 logger = logging.getLogger(__name__)
+# Links in the plain-text bodies, which put each on a line of its own.
+LINK = re.compile(r"https?://\S+")
 
 
 @dataclass(frozen=True)
@@ -69,15 +75,24 @@ def build_message(email: Email, settings: Settings) -> EmailMessage:
     return message
 
 
+def links(message: EmailMessage) -> list[str]:
+    """The links in a message's plain-text body, decoded."""
+    body = message.get_body(("plain",))
+    return LINK.findall(body.get_content()) if body is not None else []
+
+
 class ConsoleBackend:
     def __init__(self, settings: Settings) -> None:
         self.outbox = settings.EMAIL_OUTBOX_DIR
+        self.show_links = settings.ENVIRONMENT is not config.Environment.PRODUCTION
 
     def send(self, message: EmailMessage) -> None:
         self.outbox.mkdir(parents=True, exist_ok=True)
         path = self.outbox / f"{uuid.uuid4().hex}.eml"
         path.write_bytes(message.as_bytes())
         logger.info("Email %r to %s written to %s", message["Subject"], message["To"], path)
+        for link in links(message) if self.show_links else []:
+            logger.info("Email %r to %s: open %s", message["Subject"], message["To"], link)
 
 
 class SmtpBackend:

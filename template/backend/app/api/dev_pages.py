@@ -1,0 +1,133 @@
+"""The pages email links open in development when there is no web app yet.
+
+With FRONTEND_URL unset, outside production, verification and password-reset links point
+here (see app/services/account_service.py), so that a person can finish both flows in a
+browser with nothing but the API running. Each page reads the one-time token from the
+link's fragment, which browsers never send to a server, and posts it to the API as a web
+app would. Production never mounts them: it requires FRONTEND_URL, and these paths are
+404 there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from html import escape
+from string import Template
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse
+
+from app.core.config import Settings
+from app.models import TokenPurpose
+from app.services.account_service import DEV_PAGES_PREFIX, LINK_PAGES, uses_dev_pages
+
+# One script for both pages: it sends the form's fields with the token from the fragment
+# to the form's data-action, and shows the API's answer as text, never as markup.
+SCRIPT = """
+const form = document.querySelector("form");
+const answer = document.querySelector("output");
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+if (!token) {
+  form.hidden = true;
+  answer.textContent = "This link has no token: open the link from the email as it is.";
+}
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = Object.fromEntries(new FormData(form));
+  body.token = token;
+  const response = await fetch(form.dataset.action, {
+    method: "POST",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify(body),
+  });
+  if (response.ok) {
+    form.hidden = true;
+    answer.textContent = form.dataset.done;
+    return;
+  }
+  const error = (await response.json().catch(() => ({}))).error ?? {};
+  const details = (error.details ?? []).map((detail) => detail.message).join(" ");
+  answer.textContent = `${error.message ?? response.statusText} ${details}`.trim();
+});
+"""
+
+
+def _source_hash(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+# The inline script runs by its hash: no other script, no style, no frame, and no
+# request but to the API itself.
+CSP = (
+    f"default-src 'none'; script-src {_source_hash(SCRIPT)}; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
+
+PAGE = Template("""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title>
+</head>
+<body>
+<h1>$title</h1>
+<p>A development page of the API; your web app takes its place once FRONTEND_URL is set.</p>
+<form data-action="$action" data-done="$done">
+$fields<button type="submit">$button</button>
+</form>
+<p><output></output></p>
+<script>$script</script>
+</body>
+</html>
+""")
+
+
+def page(*, title: str, action: str, done: str, fields: str, button: str) -> str:
+    return PAGE.substitute(
+        title=escape(title),
+        action=escape(action),
+        done=escape(done),
+        fields=fields,
+        button=escape(button),
+        script=SCRIPT,
+    )
+
+
+RESET_FIELDS = (
+    '<p><label>New password <input type="password" name="new_password" required '
+    'autocomplete="new-password"></label></p>\n'
+)
+
+
+def add_dev_pages(app: FastAPI, settings: Settings) -> None:
+    """Serve the pages when the links point at them; otherwise they do not exist."""
+    if not uses_dev_pages(settings):
+        return
+    verify = page(
+        title="Confirm your email address",
+        action=app.url_path_for("verify"),
+        done="Your email address is confirmed. You can close this page.",
+        fields="",
+        button="Confirm",
+    )
+    reset = page(
+        title="Choose a new password",
+        action=app.url_path_for("reset"),
+        done="Your password is changed: sign in with the new one.",
+        fields=RESET_FIELDS,
+        button="Change the password",
+    )
+    router = APIRouter(prefix=DEV_PAGES_PREFIX, include_in_schema=False)
+
+    @router.get(f"/{LINK_PAGES[TokenPurpose.VERIFY_EMAIL]}", response_class=HTMLResponse)
+    async def verify_email_page() -> HTMLResponse:
+        return HTMLResponse(verify, headers=HEADERS)
+
+    @router.get(f"/{LINK_PAGES[TokenPurpose.RESET_PASSWORD]}", response_class=HTMLResponse)
+    async def reset_password_page() -> HTMLResponse:
+        return HTMLResponse(reset, headers=HEADERS)
+
+    app.include_router(router)
