@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.deploy_fakes import (
 from tests.services import Mailbox, free_port, settings_env
 from tests.support import PASSWORD
 from tools.deployers import DEPLOYERS
+from tools.deployers import tunnel as tunnel_module
 from tools.deployers.base import DeployState, Project, StepError, sha256, write_manifest
 from tools.deployers.fly import FlyDeployer, fly_manifest
 from tools.deployers.local import LocalDeployer, stop
@@ -461,6 +463,89 @@ def test_a_tunnel_that_exits_without_a_url_says_what_it_printed(
     with pytest.raises(RuntimeError, match="429 Too Many Requests") as failure:
         deployer.open_tunnel(program)
     assert "exit status 1" in str(failure.value)
+
+
+# A tunnel program that starts a helper process of its own (as npx starts node), records
+# the helper's pid, and then either prints a URL or keeps quiet, running on either way.
+TUNNEL_WITH_A_HELPER = """#!{python}
+import subprocess, sys, time
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+with open({pid_file!r}, "w") as record:
+    record.write(str(helper.pid))
+print("connecting to the edge...", flush=True)
+if {gives_url!r}:
+    print("|  {url}  |", flush=True)
+time.sleep(300)
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting to be reaped counts as gone)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return " Z " not in f"{state} "
+
+
+def helper_gone(pid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def fake_tunnel_with_a_helper(fake_bin: FakeBin, tmp_path: Path, *, gives_url: bool) -> Path:
+    pid_file = tmp_path / "helper.pid"
+    program = fake_bin.directory / "cloudflared"
+    program.write_text(
+        TUNNEL_WITH_A_HELPER.format(
+            python=sys.executable, pid_file=str(pid_file), gives_url=gives_url, url=TUNNEL_URL
+        ),
+        encoding="utf-8",
+    )
+    program.chmod(0o755)
+    return pid_file
+
+
+def test_a_silent_tunnel_stops_in_bounded_time_and_says_why(
+    tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", fake_bin.path(only=True))
+    monkeypatch.setattr(tunnel_module, "URL_TIMEOUT_SECONDS", 3)
+    pid_file = fake_tunnel_with_a_helper(fake_bin, tmp_path, gives_url=False)
+    deployer = tunnel(tmp_path)
+    program = deployer.program()
+    assert program is not None
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as failure:
+        deployer.open_tunnel(program)
+    assert time.monotonic() - started < 30
+    message = str(failure.value)
+    assert "cloudflared printed no public URL within 3 s" in message
+    assert "connecting to the edge..." in message
+    assert "no connection?" in message
+    # The program and the helper it started are both gone.
+    assert helper_gone(int(pid_file.read_text()))
+
+
+def test_stopping_a_tunnel_stops_what_it_started(
+    tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", fake_bin.path(only=True))
+    pid_file = fake_tunnel_with_a_helper(fake_bin, tmp_path, gives_url=True)
+    deployer = tunnel(tmp_path)
+    program = deployer.program()
+    assert program is not None
+    process, url = deployer.open_tunnel(program)
+    assert url == TUNNEL_URL
+    helper = int(pid_file.read_text())
+    assert running(helper)
+    stop([process])
+    assert helper_gone(helper)
 
 
 def test_no_tunnel_program_says_how_to_install_one(

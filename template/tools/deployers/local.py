@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from .base import Check, Deployer, DeployState, Outcome, Printer, Step
@@ -47,17 +50,33 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def start(argv: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
+    """Start a program in a process group of its own, so that `stop` reaches whatever it
+    starts in turn (npx starts node, which outlives npx when only npx is signalled)."""
+    # The plan's own commands, never a shell.
+    return subprocess.Popen(list(argv), start_new_session=True, **options)  # noqa: S603
+
+
+def signal_group(process: subprocess.Popen[Any], signum: int) -> None:
+    # ProcessLookupError: nothing of the group is left.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
 def stop(processes: list[subprocess.Popen[Any]]) -> None:
-    """Stop processes gently (uvicorn and RQ finish their current work), then firmly."""
+    """Stop each program and everything it started: gently (uvicorn and RQ finish their
+    current work), then firmly. Also after the program itself has exited, since what it
+    started may still run."""
     for process in processes:
-        if process.poll() is None:
-            process.terminate()
+        signal_group(process, signal.SIGTERM)
     for process in processes:
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        # Whatever ignored SIGTERM, or was left behind by a program that exited.
+        signal_group(process, signal.SIGKILL)
 
 
 class LocalDeployer(Deployer):
@@ -116,11 +135,7 @@ class LocalDeployer(Deployer):
         try:
             for step in self.local_steps():
                 say(f"starting: {step.purpose}")
-                outcome.processes.append(
-                    subprocess.Popen(  # noqa: S603 - the plan's own command
-                        list(step.argv), cwd=self.project.backend, env=env
-                    )
-                )
+                outcome.processes.append(start(step.argv, cwd=self.project.backend, env=env))
             wait_for_health(f"{self.base_url}/health", outcome.processes[0], HEALTH_TIMEOUT_SECONDS)
         except BaseException:
             stop(outcome.processes)

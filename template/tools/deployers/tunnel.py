@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .base import Check, DeployState, Outcome, Printer, Step, find_program
-from .local import LocalDeployer, stop
+from .local import LocalDeployer, start, stop
 
 URL_TIMEOUT_SECONDS = 45
 
@@ -97,8 +97,8 @@ class TunnelDeployer(LocalDeployer):
 
     def open_tunnel(self, program: TunnelProgram) -> tuple[subprocess.Popen[str], str]:
         """Start the tunnel program and return it with the public URL it printed."""
-        process = subprocess.Popen(  # noqa: S603 - the plan's own command
-            list(program.step.argv),
+        process = start(
+            program.step.argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -123,17 +123,21 @@ class TunnelDeployer(LocalDeployer):
         while not found and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.1)
         if not found:
-            if process.poll() is None:
-                process.terminate()
-            process.wait()
+            timed_out = process.poll() is None
+            # The program and whatever it started (npx leaves node behind) all stop.
+            stop([process])
             # The program may exit before the reader has taken in what it printed last:
-            # its pipe closes with the process, so the reader finishes soon after.
+            # its pipe closes with the process group, so the reader finishes soon after.
             reader.join(timeout=5)
             output = "".join(seen[-20:]).rstrip()
+            if timed_out:
+                reason = f"printed no public URL within {URL_TIMEOUT_SECONDS} s"
+            else:
+                reason = f"gave no public URL (exit status {process.returncode})"
             raise RuntimeError(
-                f"{program.name} gave no public URL"
-                + (f" (exit status {process.returncode})" if process.returncode else "")
-                + (f"; its output:\n{output}" if output else "")
+                f"{program.name} {reason}; "
+                + (f"its last output:\n{output}" if output else "it printed nothing")
+                + "\nA tunnel needs this machine to reach the internet: no connection?"
             )
         return process, found[0]
 
