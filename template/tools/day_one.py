@@ -245,6 +245,40 @@ def confirm(question: str, *, interactive: bool) -> bool:
     return bool(questionary.confirm(question, default=False).unsafe_ask())
 
 
+def update_advice(root: Path, manifest: str, target: str) -> list[str]:
+    """What to do so that a manifest day_one wrote never blocks `copier update`, which
+    refuses a tree with untracked files: the exact commands, or nothing when none are
+    needed (no git repository, or the files are tracked already)."""
+    names = [name for name in (manifest, f"{manifest}.new") if (root / name).exists()]
+    git = find_program("git")
+    untracked: list[str] = []
+    if git is not None:
+        listed = subprocess.run(  # noqa: S603 - git from PATH, fixed arguments
+            [git, "ls-files", "--others", "--exclude-standard", "--", *names],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        untracked = listed.stdout.split() if listed.returncode == 0 else []
+    advice = []
+    if manifest in untracked:
+        advice.append(
+            f"{manifest} is new and not in git yet; commit it before the next `copier update` "
+            f"(which refuses untracked files): git add {manifest} && git commit -m 'Add {manifest}'"
+        )
+    if f"{manifest}.new" in untracked:
+        advice.append(
+            f"before the next `copier update`, take {manifest}.new into {manifest} or delete it"
+        )
+    if target != project.DEPLOY_TARGET:
+        advice.append(
+            f"the questionnaire's deploy target is {project.DEPLOY_TARGET}: update with "
+            f"`-d deploy_target={target}` so that the template keeps {manifest} up to date"
+        )
+    return advice
+
+
 def print_plan(deployer: Deployer, report: Report) -> None:
     steps = deployer.plan()
     if not steps:
@@ -331,6 +365,8 @@ def up(args: argparse.Namespace, root: Path) -> int:
             message = write_manifest(root, deployer.manifest_file, content, state, ours=ours)
             report.say(message)
             (report.kept if "up to date" in message else report.changed).append(message)
+            for line in update_advice(root, deployer.manifest_file, target):
+                report.say(line)
     print_plan(deployer, report)
 
     if missing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -115,6 +116,27 @@ def test_fly_end_to_end_with_a_fake_flyctl(
     assert "target fly" in status
     assert "steps done: launch, postgres, attach, redis, secrets, deploy" in status
     assert "manifest fly.toml: as written by day_one" in status
+
+
+def test_a_manifest_for_another_target_comes_with_what_to_commit(
+    scratch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In a git repository, as a generated project is: an untracked render.yaml would make
+    # the next `copier update` refuse to run.
+    git = shutil.which("git")
+    assert git is not None
+    identity = ["-c", "user.name=dayone tests", "-c", "user.email=tests@example.com"]
+    for command in (["init", "--quiet"], ["add", "--all"], [*identity, "commit", "-qm", "init"]):
+        subprocess.run([git, *command], cwd=scratch, check=True)  # noqa: S603 - fixed arguments
+    assert project.DEPLOY_TARGET != "render"
+    assert run(scratch, "--target", "render") == 0
+    out = capsys.readouterr().out
+    assert "git add render.yaml && git commit -m 'Add render.yaml'" in out
+    assert "-d deploy_target=render" in out
+
+    subprocess.run([git, "add", "render.yaml"], cwd=scratch, check=True)  # noqa: S603
+    assert run(scratch, "--target", "render") == 0
+    assert "git add render.yaml" not in capsys.readouterr().out
 
 
 def test_a_second_run_changes_nothing_and_an_edited_manifest_is_kept(
