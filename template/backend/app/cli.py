@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Environment, Settings, get_settings
+from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.emails import normalise_email
 from app.core.migrations import current_revision, head_revision, upgrade_to_head
@@ -132,7 +132,7 @@ def normalised_email(settings: Settings, given: str | None) -> str:
     try:
         return normalise_email(
             settings.OWNER_EMAIL if given is None else given,
-            allow_special_use=settings.ENVIRONMENT is not Environment.PRODUCTION,
+            allow_special_use=not settings.is_production,
         )
     except ValueError as exc:
         raise CommandError(

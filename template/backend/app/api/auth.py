@@ -24,7 +24,7 @@ from app.api.deps import (
     client_address,
 )
 from app.core.clock import utcnow
-from app.core.config import Environment, Settings
+from app.core.config import Settings
 from app.core.emails import email_problem, normalise_email
 from app.core.rate_limit import Throttle
 from app.core.security import (
@@ -137,10 +137,9 @@ async def register(
     await limit_email_requests(request, settings, throttle, "register", email)
     # Special-use domains (.test, .localhost, ...) receive no mail: fine while developing,
     # refused in production, as create-owner refuses them.
-    production = settings.ENVIRONMENT is Environment.PRODUCTION
-    problem = email_problem(email, allow_special_use=not production) or password_problem(
-        body.password, email=email
-    )
+    problem = email_problem(
+        email, allow_special_use=not settings.is_production
+    ) or password_problem(body.password, email=email)
     if problem:
         raise unacceptable_password(problem)
     # Hashed in both cases, so that the answer takes as long for a taken address.

@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Environment, Settings
+from app.core.config import Settings
 from app.models import TokenPurpose, User
 from app.services import token_service
 from app.services.email_service import Email
@@ -31,7 +31,7 @@ ANY_INTERFACE = {"0.0.0.0", "::", ""}  # noqa: S104 - compared against, never bo
 
 
 def uses_dev_pages(settings: Settings) -> bool:
-    return settings.FRONTEND_URL is None and settings.ENVIRONMENT is not Environment.PRODUCTION
+    return settings.FRONTEND_URL is None and not settings.is_production
 
 
 def api_address(settings: Settings) -> str:

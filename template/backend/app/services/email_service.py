@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from app.core import config
 from app.core.config import Settings, SmtpSecurity
 
 logger = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ def links(message: EmailMessage) -> list[str]:
 class ConsoleBackend:
     def __init__(self, settings: Settings) -> None:
         self.outbox = settings.EMAIL_OUTBOX_DIR
-        self.show_links = settings.ENVIRONMENT is not config.Environment.PRODUCTION
+        self.show_links = not settings.is_production
 
     def send(self, message: EmailMessage) -> None:
         self.outbox.mkdir(parents=True, exist_ok=True)
