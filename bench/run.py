@@ -158,10 +158,19 @@ def main() -> int:
         if not run_measure:
             return report(results)
         # Two environments: the app's processes run as the Docker image installs them
-        # (no dev dependencies); the measuring side needs moto, aiosmtpd and httpx.
+        # (the locked versions, no dev dependencies); the measuring side needs moto,
+        # aiosmtpd and httpx.
         for name, extra in ((".venv", []), (".venv-app", ["--no-dev"])):
             subprocess.run(
-                [find_uv_bin(), "sync", "--quiet", *extra, "--directory", str(project / "backend")],
+                [
+                    find_uv_bin(),
+                    "sync",
+                    "--quiet",
+                    "--locked",
+                    *extra,
+                    "--directory",
+                    str(project / "backend"),
+                ],
                 env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(project / "backend" / name)},
                 check=True,
             )

@@ -35,7 +35,9 @@ EMAIL_LABEL_DOTS = str.maketrans({"\u3002": ".", "\uff61": "."})
 EMAIL_MAX_BYTES, EMAIL_DOMAIN_MAX, EMAIL_LABEL_MAX = 254, 253, 63
 # Longer answers are cut in messages: no address has more characters.
 SHOWN_LENGTH = 254
-SLUG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# A Python identifier that is also a valid distribution name (PEP 508 wants a letter or
+# digit at both ends).
+SLUG_RE = re.compile(r"^[a-z](?:[a-z0-9_]*[a-z0-9])?$")
 # Names the generated project imports itself; a package of the same name would shadow them.
 RESERVED_SLUGS = frozenset({"app", "alembic", "tests", "tools", "test"})
 
@@ -48,12 +50,18 @@ def slugify(value: str) -> str:
     return slug
 
 
+def distribution_name(slug: str) -> str:
+    """The slug as package tools spell the project's name (PEP 503), as in uv.lock."""
+    return re.sub(r"_+", "-", slug)
+
+
 def slug_error(value: str) -> str:
     """Say what is wrong with a project slug, or return an empty string."""
     if not SLUG_RE.match(value):
         return (
             f"'{value}' is not a valid project slug: use lowercase letters, digits and "
-            "underscores, starting with a letter (for example: my_app)."
+            "underscores, starting with a letter and ending with a letter or digit (for "
+            "example: my_app)."
         )
     if keyword.iskeyword(value) or keyword.issoftkeyword(value):
         return f"'{value}' is a Python keyword; pick another slug (for example: {value}_api)."
@@ -240,6 +248,7 @@ class DayoneExtension(Extension):
             sys.excepthook = answer_errors_as_sentences(sys.excepthook)
         environment.filters["slugify"] = slugify
         environment.filters["slug_error"] = slug_error
+        environment.filters["distribution_name"] = distribution_name
         environment.filters["email_error"] = email_error
         globals_: dict[str, Any] = environment.globals
         globals_["git_user_name"] = git_config("user.name")

@@ -16,8 +16,11 @@ own version of every file, and:
    to FILE.2.new, FILE.3.new, ...);
 5. in strict mode every file that both the user and the template changed keeps the
    user's version and gets a FILE.new, even when the two changes merged cleanly;
-6. a report is printed as a table and saved as .copier-update-report.md;
-7. when the models or the migrations changed, the project's migrations helper says
+6. backend/uv.lock is never merged line by line: uv re-resolves it from the merged
+   pyproject.toml, starting from the user's lock, with the template's versions for the
+   packages the user had left at the template's pins (see `settle_lock`);
+7. a report is printed as a table and saved as .copier-update-report.md;
+8. when the models or the migrations changed, the project's migrations helper says
    whether they still agree.
 
 post_copy.py calls `protect_regeneration` when the generator runs again over an
@@ -60,12 +63,21 @@ RECORD_SUFFIX = " -->"
 SCHEMA_PATHS = ("backend/app/models/", "backend/alembic/")
 HELPER_COMMAND = ("uv", "run", "--project", "backend", "python", "-m", "tools.migrations_helper")
 HELPER_TIMEOUT_SECONDS = 300
+# The lock file uv keeps for the backend, and the manifest it is resolved from.
+LOCK_FILE = "backend/uv.lock"
+PYPROJECT_FILE = "backend/pyproject.toml"
+LOCK_TIMEOUT_SECONDS = 600
+# The first two lines of each package in a uv.lock.
+LOCKED_PACKAGE = re.compile(
+    rb'^\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', re.MULTILINE
+)
 
 # Report categories, in the order the report lists them, with what each one means.
 CATEGORIES = {
     "added": "new in the template",
     "updated": "the template's change applied (you had not changed this file)",
     "merged": "your changes and the template's merged cleanly",
+    "relocked": "re-resolved by uv from the merged pyproject.toml, not merged line by line",
     "conflict (.new)": "your version kept; the template's version is in {new}",
     "kept": "removed by the template, modified by you: kept",
     "removed": "removed by the template (you had not changed it)",
@@ -285,6 +297,10 @@ class NewFiles:
         raise RuntimeError(f"no free name for the template's version of {path}")
 
 
+# A render to make: "base" or "new", the template version, the answers to render with.
+Job = tuple[str, str | None, bytes | None]
+
+
 class Renders:
     """The previous (base) and the new template renders, in scratch directories."""
 
@@ -297,7 +313,7 @@ class Renders:
         self.new_ok = False
         self.errors: list[str] = []
 
-    def load(self, template: str, jobs: Sequence[tuple[str, str | None, bytes | None]]) -> None:
+    def load(self, template: str, jobs: Sequence[Job]) -> None:
         """Render ("base" or "new", ref, answers) jobs side by side."""
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {}
@@ -336,17 +352,173 @@ class Renders:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def locked_versions(lock: bytes | None) -> dict[str, frozenset[str]]:
+    """Each package a uv.lock holds, with its version (several where the lock forks)."""
+    versions: dict[str, set[str]] = {}
+    for name, version in LOCKED_PACKAGE.findall(lock or b""):
+        versions.setdefault(name.decode(), set()).add(version.decode())
+    return {name: frozenset(found) for name, found in versions.items()}
+
+
+def template_pins(ours: bytes, base: bytes | None, theirs: bytes) -> list[str]:
+    """`name==version` for every package the template's new lock moves (or adds) and
+    the user's lock still holds at the template's previous version (or lacks too)."""
+    mine, before, after = (locked_versions(lock) for lock in (ours, base, theirs))
+    return [
+        f"{name}=={next(iter(versions))}"
+        for name, versions in sorted(after.items())
+        if len(versions) == 1
+        and before.get(name) != versions
+        and mine.get(name) == before.get(name)
+    ]
+
+
+def version_changes(before: bytes | None, after: bytes) -> str:
+    """What moved between two locks, briefly: `fastapi 0.121.0 → 0.122.0, +tenacity 9.1`."""
+    old, new = locked_versions(before), locked_versions(after)
+    changes = []
+    for name in sorted(old.keys() | new.keys()):
+        was, now = old.get(name), new.get(name)
+        if was == now:
+            continue
+        if was is None:
+            changes.append(f"+{name} {'/'.join(sorted(now or ()))}")
+        elif now is None:
+            changes.append(f"-{name}")
+        else:
+            changes.append(f"{name} {'/'.join(sorted(was))} → {'/'.join(sorted(now))}")
+    if not changes:
+        return "no version changed"
+    shown = ", ".join(changes[:8])
+    return shown if len(changes) <= 8 else f"{shown} and {len(changes) - 8} more"
+
+
+def uv_lock(project: Path, pins: Sequence[str]) -> str | None:
+    """Run `uv lock` for the backend, with `pins` as upgrades; return an error or None."""
+    uv = shutil.which("uv")
+    if uv is None:
+        return "uv is not on PATH"
+    command = [uv, "lock", *(f"--upgrade-package={pin}" for pin in pins)]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=project / "backend",
+            env={**os.environ, "UV_NO_PROGRESS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=LOCK_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        return " ".join(lines[-3:]) or f"exit status {result.returncode}"
+    return None
+
+
+@dataclass(frozen=True)
+class LockSides:
+    """The three versions of backend/uv.lock: the user's (HEAD), the template's previous
+    one and its new one. `ours` is None where the user's project had no lock."""
+
+    ours: bytes | None
+    base: bytes | None
+    theirs: bytes
+
+
+def lock_sides(
+    project: Path, git: Git, renders: Renders, template: str, new_job: Job
+) -> LockSides | None:
+    """The lock's three sides when the hook settles the lock, else None.
+
+    It does whenever the new template version has a lock, except where the user deleted
+    theirs: a project that chose to go without one stays without, like any deleted file.
+    Call it before anything else touches the tree: it reads what Copier's merge left.
+    """
+    ours, base = git.head_blob(LOCK_FILE), renders.base_content(LOCK_FILE)
+    if ours is None and base is not None:
+        return None
+    if ours is None or ours == base:
+        # The user's side of the merge was empty: Copier wrote the new render as it is.
+        path = project / LOCK_FILE
+        stages = git.unmerged().get(LOCK_FILE, {})
+        if 3 in stages:
+            return LockSides(ours, base, git.blob(stages[3]))
+        return LockSides(ours, base, path.read_bytes()) if path.is_file() else None
+    if not renders.new_ok:
+        renders.load(template, [new_job])
+    new = renders.new.get(LOCK_FILE)
+    return LockSides(ours, base, new.read_bytes()) if new is not None else None
+
+
+def settle_lock(project: Path, git: Git, sides: LockSides, outcome: Outcome) -> None:
+    """Re-resolve backend/uv.lock from the merged pyproject.toml instead of merging it.
+
+    A lock merged line by line is a lock no tool wrote: it may pin two versions of one
+    package, or ones pyproject.toml no longer allows. uv starts instead from the user's
+    lock, so every version the user chose (`uv add`, `uv lock --upgrade-package`) stays
+    where pyproject.toml allows it, and takes the template's new version of each package
+    the user had left at the template's pin: those are the versions the template tested
+    together. Where the template's versions cannot all be had with the user's, uv
+    resolves from the user's lock alone. Should uv fail (no network, no uv), the user's
+    lock is put back as it was and the report says what to run.
+    """
+    for leftover in (f"{LOCK_FILE}.rej", f"{LOCK_FILE}.orig"):
+        (project / leftover).unlink(missing_ok=True)
+    if sides.ours is not None:
+        git.restore_from_head([LOCK_FILE])  # also clears an unmerged index entry
+    if sides.ours is None or sides.ours == sides.base:
+        start, pins = sides.theirs, []
+    else:
+        start, pins = sides.ours, template_pins(sides.ours, sides.base, sides.theirs)
+    lock = project / LOCK_FILE
+    lock.write_bytes(start)
+    print(f"Re-resolving {LOCK_FILE} from the merged {PYPROJECT_FILE} with uv ...", flush=True)
+    error = uv_lock(project, pins)
+    if error and pins:
+        error = uv_lock(project, [])
+    if error:
+        lock.write_bytes(sides.ours if sides.ours is not None else sides.theirs)
+        outcome.warnings.append(
+            f"{LOCK_FILE} could not be re-resolved ({error}); it holds "
+            f"{'your lock as it was' if sides.ours is not None else 'the template lock'}. "
+            "Run `uv lock --project backend` and commit the result."
+        )
+        return
+    result = lock.read_bytes()
+    if result == sides.ours:
+        return
+    notes = [version_changes(sides.ours, result)]
+    if (project / f"{PYPROJECT_FILE}{NEW_SUFFIX}").exists():
+        notes.append(
+            f"resolved from your {PYPROJECT_FILE}: after accepting its .new, run "
+            "`uv lock --project backend`"
+        )
+    category = "relocked" if sides.ours is not None else "added"
+    outcome.entries.append(Entry(LOCK_FILE, category, note="; ".join(notes)))
+
+
 def resolve_update(
-    project: Path, git: Git, renders: Renders, outcome: Outcome, answers_file: str
+    project: Path,
+    git: Git,
+    renders: Renders,
+    outcome: Outcome,
+    answers_file: str,
+    settled: frozenset[str] = frozenset(),
 ) -> None:
-    """Turn the state Copier's merge left into the promised one (see the module docstring)."""
+    """Turn the state Copier's merge left into the promised one (see the module docstring).
+
+    Paths in `settled` are left to their own step (the lock file's).
+    """
     new_files = NewFiles(project, git, previous_new_files(project))
     head_files = git.head_files()
     git.run("update-index", "-q", "--refresh", check=False)
-    unmerged = git.unmerged()
-    deleted = set(git.names("ls-files", "--deleted")) - set(unmerged)
-    modified = set(git.names("ls-files", "--modified")) - deleted - set(unmerged)
-    untracked = set(git.names("ls-files", "--others", "--exclude-standard"))
+    unmerged = {path: stages for path, stages in git.unmerged().items() if path not in settled}
+    deleted = set(git.names("ls-files", "--deleted")) - set(unmerged) - settled
+    modified = set(git.names("ls-files", "--modified")) - deleted - set(unmerged) - settled
+    untracked = set(git.names("ls-files", "--others", "--exclude-standard")) - settled
+    untracked -= {f"{path}.rej" for path in settled}
     rejects = {name for name in untracked if name.endswith(".rej")}
     restore: set[str] = set()
     pending_new: list[tuple[str, bytes, str]] = []
@@ -415,7 +587,7 @@ def resolve_update(
 
     # A file the user deleted is worth a line only when this update brings a change to it
     # that the user therefore does not get.
-    for path in sorted(set(renders.new) - head_files - untracked):
+    for path in sorted(set(renders.new) - head_files - untracked - settled):
         base = renders.base_content(path)
         if base is None or (project / path).exists():
             continue
@@ -424,14 +596,19 @@ def resolve_update(
 
 
 def resolve_regeneration(
-    project: Path, git: Git, renders: Renders, outcome: Outcome, answers_file: str
+    project: Path,
+    git: Git,
+    renders: Renders,
+    outcome: Outcome,
+    answers_file: str,
+    settled: frozenset[str] = frozenset(),
 ) -> None:
     """After a copy over an existing project: keep what the user changed, .new the rest."""
     new_files = NewFiles(project, git, previous_new_files(project))
     git.run("update-index", "-q", "--refresh", check=False)
-    modified = set(git.names("ls-files", "--modified"))
-    deleted = set(git.names("ls-files", "--deleted"))
-    untracked = set(git.names("ls-files", "--others", "--exclude-standard"))
+    modified = set(git.names("ls-files", "--modified")) - settled
+    deleted = set(git.names("ls-files", "--deleted")) - settled
+    untracked = set(git.names("ls-files", "--others", "--exclude-standard")) - settled
     restore: set[str] = set()
     pending_new: list[tuple[str, bytes]] = []
 
@@ -645,8 +822,8 @@ def run_update(project: Path, template: str, answers_file: str, strict: bool) ->
         # neither, and a render costs a second or two. When the history holds a deletion
         # or a .rej file is there, both renders run side by side; otherwise the new one
         # runs only if the previous render shows a file missing from HEAD after all.
-        base_job = ("base", ref_from, head_answers)
-        new_job = ("new", ref_to, current_answers)
+        base_job: Job = ("base", ref_from, head_answers)
+        new_job: Job = ("new", ref_to, current_answers)
         untracked = git.names("ls-files", "--others", "--exclude-standard")
         rejects = any(name.endswith(".rej") for name in untracked)
         if rejects or git.has_deletions():
@@ -662,7 +839,11 @@ def run_update(project: Path, template: str, answers_file: str, strict: bool) ->
                 "counts as changed by you: nothing of yours is lost, but more files are "
                 "kept or sent to .new than needed"
             )
-        resolve_update(project, git, renders, outcome, answers_file)
+        sides = lock_sides(project, git, renders, template, new_job)
+        settled = frozenset({LOCK_FILE} if sides else ())
+        resolve_update(project, git, renders, outcome, answers_file, settled)
+        if sides:
+            settle_lock(project, git, sides, outcome)
     finally:
         renders.cleanup()
     return outcome
@@ -689,13 +870,18 @@ def protect_regeneration(project: Path, template: str, answers_file: str) -> Out
     renders = Renders(answers_file)
     try:
         # The template path is Copier's checkout of the version it has just copied.
-        renders.load(template, [("base", ref_from, head_answers), ("new", "HEAD", current_answers)])
+        new_job: Job = ("new", "HEAD", current_answers)
+        renders.load(template, [("base", ref_from, head_answers), new_job])
         if not renders.base_ok:
             outcome.warnings.append(
                 "the previous template version could not be rendered, so every file the "
                 "copy changed counts as changed by you and keeps your version"
             )
-        resolve_regeneration(project, git, renders, outcome, answers_file)
+        sides = lock_sides(project, git, renders, template, new_job)
+        settled = frozenset({LOCK_FILE} if sides else ())
+        resolve_regeneration(project, git, renders, outcome, answers_file, settled)
+        if sides:
+            settle_lock(project, git, sides, outcome)
     finally:
         renders.cleanup()
     finish(project, outcome)

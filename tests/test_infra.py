@@ -443,7 +443,7 @@ def install_like_the_image(
 ) -> tuple[Path, dict[str, str]]:
     """The image's layout, built the way the Dockerfile builds it, without Docker.
 
-    Dependencies come from backend/pyproject.toml alone (plus uv.lock if there is one)
+    Dependencies come from backend/pyproject.toml and the uv.lock the project ships,
     without the dev group, into a venv outside the code; the code is backend/ without its
     tests, in a directory whose parent holds no .env, like /app in the image. Returns the
     code directory and the environment the image's ENV lines and Compose would give.
@@ -451,15 +451,13 @@ def install_like_the_image(
     build = root / "build"
     build.mkdir()
     for manifest in ("pyproject.toml", "uv.lock"):
-        if (project / "backend" / manifest).exists():
-            shutil.copy(project / "backend" / manifest, build / manifest)
+        shutil.copy(project / "backend" / manifest, build / manifest)
     venv = root / "venv"
     env = uv_env(
         project_env, python_version, UV_PROJECT_ENVIRONMENT=str(venv), UV_PYTHON_DOWNLOADS="never"
     )
-    locked = ["--locked"] if (build / "uv.lock").exists() else []
     result = subprocess.run(
-        [UV, "sync", "--no-dev", *locked],
+        [UV, "sync", "--no-dev", "--locked"],
         cwd=build,
         env=env,
         capture_output=True,
@@ -575,7 +573,7 @@ def run_workflow_steps(
 def test_workflow_commands_pass(
     default_project: Path, project_env: ProjectEnv, tmp_path: Path
 ) -> None:
-    # A copy: the steps write uv.lock, which the shared render must not gain.
+    # A copy: the steps write caches and data, which the shared render must not gain.
     project = tmp_path / "project"
     shutil.copytree(default_project, project)
     workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
@@ -585,7 +583,9 @@ def test_workflow_commands_pass(
     env = uv_env(project_env, DEFAULT_PYTHON)
     outputs = run_workflow_steps(job["steps"], project, env, tmp_path / "github_env")
 
-    assert (project / "backend" / "uv.lock").exists()
+    # The shipped lock installed as it is: the steps left it byte for byte unchanged.
+    lock = "backend/uv.lock"
+    assert (project / lock).read_bytes() == (default_project / lock).read_bytes()
     # The Test step is the generated suite on PostgreSQL and Redis, as the project's CI
     # runs it (REQUIRE_POSTGRES, REQUIRE_REDIS): every test runs, none is skipped.
     assert " passed" in outputs["Test"]

@@ -39,6 +39,8 @@ def copier_cli(*args: str) -> subprocess.CompletedProcess[str]:
     ("answer", "message"),
     [
         ("project_slug=My App", "'My App' is not a valid project slug"),
+        # Not a distribution name: pyproject.toml and uv.lock would refuse it.
+        ("project_slug=billing_", "'billing_' is not a valid project slug"),
         ("project_slug=class", "'class' is a Python keyword"),
         ("project_slug=json", "'json' is the name of a Python standard-library module"),
         ("project_slug=app", "'app' is a package name the generated project uses itself"),
