@@ -18,6 +18,7 @@ OWNER_PASSWORD, the target from --target or DEPLOY_TARGET.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -47,8 +48,6 @@ from tools.deployers.render import RenderDeployer
 from tools.envfile import create_env, read_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-# `python -m app.cli owner` exits with this when there is no owner yet.
-NO_OWNER = 3
 
 
 class DayOneError(Exception):
@@ -204,18 +203,28 @@ def ask_password(email: str) -> str:
         print("  The two differ; once more.")
 
 
+def existing_owner(root: Path) -> str | None:
+    """The email of an active owner, or None, as the app's CLI tells it."""
+    found = app_command(root, "owner", "--json")
+    try:
+        owner = json.loads(found.stdout)["owner"] if found.returncode == 0 else False
+    except (ValueError, KeyError, TypeError):
+        owner = False
+    if owner is None or isinstance(owner, str):
+        return owner
+    raise DayOneError(f"could not look for an owner: {last_line(found)}")
+
+
 def ensure_owner(root: Path, report: Report, email: str | None, *, interactive: bool) -> None:
     password = os.environ.get("OWNER_PASSWORD", "")
     options = ["--email", email] if email else []
     if not password:
-        found = app_command(root, "owner")
-        if found.returncode == 0:
-            message = f"The owner account exists ({found.stdout.strip()}); left as it is."
+        owner = existing_owner(root)
+        if owner:
+            message = f"The owner account exists ({owner}); left as it is."
             report.say(message)
             report.kept.append(message)
             return
-        if found.returncode != NO_OWNER:
-            raise DayOneError(f"could not look for an owner: {last_line(found)}")
         if not interactive:
             raise DayOneError(
                 "there is no owner account yet and no terminal to ask for its password: "

@@ -5,6 +5,7 @@ OWNER_PASSWORD=... python -m app.cli create-owner  # for scripts and CI
 python -m app.cli check-email                      # would create-owner take the email?
 python -m app.cli migrate                          # upgrade the database, say what changed
 python -m app.cli owner                            # the active owner; exit 3 if none
+python -m app.cli owner --json                     # {"owner": EMAIL or null}, for scripts
 
 The last two give setup scripts (tools/day_one.py) a plain answer to "what changed?";
 check-email lets them refuse a bad owner email before they ask for a password.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -172,8 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate",
         help="upgrade the database to the newest revision and say what changed",
     )
-    commands.add_parser(
+    owner_query = commands.add_parser(
         "owner", help="print the email of an active owner; exit status 3 when there is none"
+    )
+    owner_query.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"owner": EMAIL} or {"owner": null} and exit 0 either way (for scripts)',
     )
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -183,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "owner":
             found = asyncio.run(find_owner(settings))
+            if args.json:
+                print(json.dumps({"owner": found}))
+                return 0
             print(found or "There is no active owner yet.")
             return 0 if found else NO_OWNER
         email = normalised_email(settings, args.email)

@@ -28,7 +28,7 @@ from tests.support import empty_tables, token_for
 # A fixed key, so that processes the tests start (workers, servers) share it.
 TEST_SECRET_KEY = "tests-only-N4kz8Qw2Lr7Vx1Hc5Jp9Tb3Fm6Yd0Gs2Ea8Ku4Wo7Ri1Zn5"
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.servers"]
 
 
 def postgres_server_url() -> str | None:

@@ -402,9 +402,9 @@ async def test_the_last_owner_stays(app: FastAPI, action: str) -> None:
         actor = await session.get_one(User, gone_meanwhile.id)
         actor.is_active = False
         await session.flush()
-        with pytest.raises(user_service.PolicyError, match="last owner") as refused:
+        with pytest.raises(user_service.LastOwnerError, match="last owner") as refused:
             await LAST_OWNER_ACTIONS[action](session, actor, target)
-        assert refused.value.conflict
+        assert refused.value.status_code == 409
 
 
 async def test_two_owners_demoting_each_other_leave_one_owner(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import os
 import subprocess
 import sys
@@ -178,3 +179,20 @@ def test_the_command_runs_as_documented_on_a_fresh_embedded_database(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert PASSWORD not in result.stdout + result.stderr
     assert [user.email for user in users(url)] == ["boss@example.com"]
+
+
+def test_owner_says_who_the_owner_is_in_words_and_in_json(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, PASSWORD)
+    # No owner: exit status 3 for shells, `null` (and 0) for scripts that read JSON.
+    assert cli.main(["owner"]) == cli.NO_OWNER
+    assert "There is no active owner yet." in capsys.readouterr().out
+    assert cli.main(["owner", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"owner": None}
+    assert cli.main(["create-owner", "--email", "boss@example.com"]) == 0
+    capsys.readouterr()
+    assert cli.main(["owner"]) == 0
+    assert capsys.readouterr().out.strip() == "boss@example.com"
+    assert cli.main(["owner", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"owner": "boss@example.com"}

@@ -28,7 +28,7 @@ from tests.deploy_fakes import (
     FakeBin,
     with_failure,
 )
-from tests.services import free_port, settings_env
+from tests.servers import free_port, settings_env
 from tests.support import PASSWORD
 from tools import day_one, project
 from tools.deployers.base import Outcome

@@ -30,7 +30,7 @@ from tests.deploy_fakes import (
     Rule,
     with_failure,
 )
-from tests.services import Mailbox, free_port, settings_env
+from tests.servers import Mailbox, free_port, settings_env
 from tests.support import PASSWORD
 from tools.deployers import DEPLOYERS
 from tools.deployers import tunnel as tunnel_module

@@ -19,7 +19,7 @@ from app.services.email_service import (
     get_backend,
     send_email,
 )
-from tests.services import Mailbox, free_port
+from tests.servers import Mailbox, free_port
 
 WELCOME = Email(
     to="ada@example.com",

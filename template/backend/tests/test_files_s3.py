@@ -84,7 +84,8 @@ async def test_a_download_while_storage_is_unreachable_is_a_503(
         app.state.storage = S3Storage(unreachable, s3_settings["S3_BUCKET"])
         download = await client.get(f"/api/v1/files/{file_id}/download", headers=headers)
     assert download.status_code == 503
-    assert "try the download again" in download.json()["error"]["message"]
+    assert "File storage is unavailable" in download.json()["error"]["message"]
+    assert download.headers["Retry-After"] == "30"
 
 
 async def test_a_large_upload_goes_up_in_parts(

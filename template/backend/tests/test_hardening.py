@@ -32,7 +32,7 @@ from httpx import AsyncClient
 from app.core.config import Environment, Settings
 from app.core.http import API_CSP, DOCS_CSP, MAX_HEADER_LINE_BYTES
 from app.core.logging import LOG_FORMAT, EscapingFormatter
-from tests.services import BACKEND_DIR, api_server, settings_env
+from tests.servers import BACKEND_DIR, api_server, settings_env
 from tests.support import PASSWORD, running_app, token_for
 
 REGISTER = "/api/v1/auth/register"

@@ -27,7 +27,7 @@ from app.core.security import password_hash
 from app.main import create_app
 from app.models import User
 from app.services import token_service
-from tests.services import api_server
+from tests.servers import api_server
 from tests.support import PASSWORD, add_user, bearer, login, register
 from tools.deployers.fly import fly_manifest
 from tools.deployers.render import render_manifest

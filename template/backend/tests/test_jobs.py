@@ -15,9 +15,9 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
 
 from app.core.config import Settings
+from app.core.queue import EMAIL_QUEUE
 from app.models import File, User
-from app.worker.queue import EMAIL_QUEUE
-from tests.services import BACKEND_DIR, Mailbox, run_worker, settings_env, start_worker
+from tests.servers import BACKEND_DIR, Mailbox, run_worker, settings_env, start_worker
 from tests.support import PASSWORD, link_token, running_app, stored_files, token_for
 
 REFUSED_REDIS_URL = "redis://127.0.0.1:1/0"

@@ -1,25 +1,37 @@
 """Request dependencies, each named once as an `Annotated` alias so that a route reads
-as its signature: `async def read_me(user: CurrentUser) -> UserOut`."""
+as its signature: `async def read_me(user: CurrentUser) -> UserOut`.
+
+Routes are guarded by role with `require_roles` (the roles and who manages whom are in
+app/core/rbac.py):
+
+    @router.get("/reports", dependencies=[Depends(require_roles(Role.ADMIN, Role.OWNER))])
+
+or, to use the user in the route:
+
+    AdminUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.OWNER))]
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Depends, HTTPException, Request, status
+from fastapi import BackgroundTasks, Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import as_utc
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.queue import Jobs
 from app.core.rate_limit import Throttle
+from app.core.rbac import Role
 from app.core.security import InvalidTokenError, decode_access_token
 from app.models import User
+from app.schemas.common import Paging
 from app.services import user_service
 from app.services.storage_service import Storage
-from app.worker.queue import JobCall, JobQueue
 
 logger = logging.getLogger("app.auth")
 
@@ -47,17 +59,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # thrown into this dependency, and must reach the rollback at once.
     async with session_scope(request.app.state.sessionmaker) as session:
         yield session
-
-
-class Jobs:
-    """The job queue, bound to this request: `await jobs.enqueue(send_email_job(...))`."""
-
-    def __init__(self, queue: JobQueue, background: BackgroundTasks) -> None:
-        self.queue = queue
-        self.background = background
-
-    async def enqueue(self, call: JobCall) -> None:
-        await self.queue.enqueue(call, self.background)
 
 
 def get_jobs(request: Request, background: BackgroundTasks) -> Jobs:
@@ -121,9 +122,39 @@ async def get_verified_user(user: CurrentUser) -> User:
 VerifiedUser = Annotated[User, Depends(get_verified_user)]
 
 
+def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
+    """A dependency that lets through authenticated users holding one of `roles`.
+
+    The role is read from the database with the user on every request, never from the
+    token, so a role change applies to the very next request.
+    """
+    allowed = frozenset(roles)
+
+    async def dependency(user: CurrentUser) -> User:
+        if user.role not in allowed:
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail="Your role does not allow this action.",
+            )
+        return user
+
+    return dependency
+
+
 # OFFSET is a 64-bit integer in PostgreSQL and SQLite: a larger one is refused with a 422
 # here rather than by the database with an error.
 MAX_OFFSET = 2**63 - 1
+MAX_LIMIT = 100
+
+
+def get_paging(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many items")] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many to skip")] = 0,
+) -> Paging:
+    return Paging(limit=limit, offset=offset)
+
+
+PagingDep = Annotated[Paging, Depends(get_paging)]
 
 
 def client_address(request: Request) -> str:

@@ -1,50 +1,32 @@
 """Uploads: POST a multipart form with a `file` field; the file streams into storage,
-and the process_file job checks it and marks it ready.
-
-Whose files one may act on follows the rule for accounts (rbac.manages): owners act on
-everyone's, admins on members' and their own, members on their own. To anyone else a
-file does not exist (404, not 403, so ids of other people's files reveal nothing).
+and the process_file job checks it and marks it ready. Who may act on which file is
+decided in services/file_service.py.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import uuid
-from dataclasses import asdict
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from anyio import to_thread
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import func, select
 
 from app.api.deps import (
-    MAX_OFFSET,
     CurrentUser,
     JobsDep,
+    PagingDep,
     SessionDep,
     SettingsDep,
     StorageDep,
     VerifiedUser,
 )
-from app.core.rbac import manages
-from app.models import File, User
+from app.models import File
 from app.schemas.file import FileOut, FilePage
-from app.services.storage_service import ObjectMissingError, Storage, StorageUnavailableError
-from app.services.upload_service import (
-    FILE_FIELD,
-    UploadError,
-    check_declared_length,
-    multipart_boundary,
-    receive_upload,
-)
-from app.worker.jobs import process_file_job
-from app.worker.queue import QueueUnavailableError
+from app.services import file_service
+from app.services.upload_service import FILE_FIELD
 
 router = APIRouter(prefix="/files", tags=["files"])
-logger = logging.getLogger(__name__)
 
 # The route reads the body itself, to stream it; this tells /docs what to send.
 UPLOAD_BODY = {
@@ -68,10 +50,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def refuse(error: UploadError) -> HTTPException:
-    return HTTPException(status_code=error.status_code, detail=error.message)
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -87,71 +65,27 @@ async def upload_file(
     storage: StorageDep,
     jobs: JobsDep,
 ) -> File:
-    # Nothing is written until the body is in; ending the transaction that loading the
-    # user began frees the connection (and SQLite's write lock) for the upload's length.
-    await session.commit()
-    try:
-        boundary = multipart_boundary(request.headers.get("content-type"))
-        check_declared_length(request.headers.get("content-length"), settings.MAX_UPLOAD_BYTES)
-        stored = await receive_upload(
-            request.stream(),
-            boundary,
-            storage,
-            limit=settings.MAX_UPLOAD_BYTES,
-            allowed_types=settings.ALLOWED_UPLOAD_TYPES,
-        )
-    except UploadError as error:
-        raise refuse(error) from None
-    file = File(owner_id=user.id, **asdict(stored))
-    session.add(file)
-    # The job reads the row, so the row must be committed before the job can start.
-    await session.commit()
-    try:
-        await jobs.enqueue(process_file_job(file.id))
-    except QueueUnavailableError:
-        # Undo, so that no file sits forever unprocessed.
-        await session.delete(file)
-        await session.commit()
-        await storage.delete(file.object_key)
-        raise
-    logger.info("File %s uploaded by user %s: %d bytes", file.id, user.id, file.size)
-    return file
+    return await file_service.upload(
+        session,
+        jobs,
+        storage,
+        settings,
+        user,
+        request.stream(),
+        content_type=request.headers.get("content-type"),
+        content_length=request.headers.get("content-length"),
+    )
 
 
 @router.get("", response_model=FilePage)
-async def list_files(
-    user: CurrentUser,
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> FilePage:
+async def list_files(user: CurrentUser, session: SessionDep, paging: PagingDep) -> FilePage:
     """The signed-in user's own files, newest first."""
-    mine = select(File).where(File.owner_id == user.id)
-    files = await session.scalars(
-        mine.order_by(File.created_at.desc(), File.id).limit(limit).offset(offset)
-    )
-    total = await session.scalar(select(func.count()).select_from(mine.subquery()))
-    return FilePage(
-        items=[FileOut.model_validate(file) for file in files],
-        total=total or 0,
-        limit=limit,
-        offset=offset,
-    )
+    files, total = await file_service.list_own(session, user, paging.limit, paging.offset)
+    return FilePage.of(files, total, paging)
 
 
 async def get_visible_file(file_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> File:
-    # The owner's role comes with the file, in one query.
-    found = (
-        await session.execute(
-            select(File, User.role).join(User, User.id == File.owner_id).where(File.id == file_id)
-        )
-    ).one_or_none()
-    if found is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="No such file.")
-    file, owner_role = found
-    if file.owner_id != user.id and not manages(user.role, owner_role):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="No such file.")
-    return file
+    return await file_service.visible_file(session, user, file_id)
 
 
 VisibleFile = Annotated[File, Depends(get_visible_file)]
@@ -195,16 +129,15 @@ DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def download_response(storage: Storage, file: File) -> StreamingResponse:
-    """The file streamed out of storage a chunk at a time, so memory stays flat however
-    large it is. Both backends answer alike: S3 is read through the API rather than by
-    a presigned URL, because S3 cannot be made to send X-Content-Type-Options."""
-    chunks = storage.read(file.object_key)
-    # The first chunk is read before the response starts, so that a missing object or
-    # unreachable storage is still an error status, not a download cut short.
-    first = await to_thread.run_sync(lambda: next(chunks, b""))
+@router.get("/{file_id}/download", response_class=Response, responses=DOWNLOAD_RESPONSES)
+async def download_file(
+    file: VisibleFile, session: SessionDep, storage: StorageDep
+) -> StreamingResponse:
+    """The file streamed out of storage. Both backends answer alike: S3 is read through
+    the API rather than by a presigned URL, because S3 cannot be made to send
+    X-Content-Type-Options."""
     return StreamingResponse(
-        itertools.chain((first,), chunks),
+        await file_service.content(session, storage, file),
         media_type=file.content_type,
         headers={
             "Content-Disposition": content_disposition(file.original_name),
@@ -214,30 +147,6 @@ async def download_response(storage: Storage, file: File) -> StreamingResponse:
     )
 
 
-@router.get("/{file_id}/download", response_class=Response, responses=DOWNLOAD_RESPONSES)
-async def download_file(file: VisibleFile, session: SessionDep, storage: StorageDep) -> Response:
-    # A download lasts as long as the client takes to read it; ending the transaction
-    # now gives the connection back to the pool, so slow readers cannot exhaust it.
-    await session.commit()
-    try:
-        return await download_response(storage, file)
-    except ObjectMissingError:
-        raise HTTPException(
-            status_code=status.HTTP_404_NOT_FOUND, detail="The file's content is gone."
-        ) from None
-    except StorageUnavailableError:
-        # The shared 503 message speaks of uploads ("nothing was stored").
-        raise HTTPException(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="File storage is unavailable; try the download again soon.",
-            headers={"Retry-After": "30"},
-        ) from None
-
-
 @router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_file(file: VisibleFile, session: SessionDep, storage: StorageDep) -> None:
-    # The object goes first: if storage fails, the row stays and the delete can be
-    # tried again, rather than leaving an object nothing refers to.
-    await storage.delete(file.object_key)
-    await session.delete(file)
-    logger.info("File %s deleted", file.id)
+    await file_service.delete(session, storage, file)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, status
 
-from app.api.deps import MAX_OFFSET, CurrentUser, SessionDep, get_verified_user
-from app.core.rbac import Role, require_roles
+from app.api.deps import CurrentUser, PagingDep, SessionDep, get_verified_user, require_roles
+from app.core.rbac import Role
 from app.models import User
 from app.schemas.user import RoleIn, UserOut, UserPage, UserUpdate
 from app.services import user_service
@@ -40,36 +39,16 @@ async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) ->
 
 
 async def get_target(user_id: uuid.UUID, session: SessionDep) -> User:
-    user = await session.get(User, user_id)
-    if user is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="No such user.")
-    return user
+    return await user_service.get_user(session, user_id)
 
 
 Target = Annotated[User, Depends(get_target)]
 
 
-def refused(error: user_service.PolicyError) -> HTTPException:
-    code = status.HTTP_409_CONFLICT if error.conflict else status.HTTP_403_FORBIDDEN
-    return HTTPException(status_code=code, detail=error.message)
-
-
 @router.get("", response_model=UserPage, dependencies=manager_only)
-async def list_users(
-    _: Manager,
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> UserPage:
-    users = await session.scalars(
-        select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
-    )
-    return UserPage(
-        items=[UserOut.model_validate(user) for user in users],
-        total=await user_service.count_users(session),
-        limit=limit,
-        offset=offset,
-    )
+async def list_users(_: Manager, session: SessionDep, paging: PagingDep) -> UserPage:
+    users, total = await user_service.list_users(session, paging.limit, paging.offset)
+    return UserPage.of(users, total, paging)
 
 
 @router.get("/{user_id}", response_model=UserOut, dependencies=manager_only)
@@ -79,34 +58,22 @@ async def read_user(_: Manager, target: Target) -> User:
 
 @router.put("/{user_id}/role", response_model=UserOut, dependencies=manager_only)
 async def change_role(body: RoleIn, actor: Manager, target: Target, session: SessionDep) -> User:
-    try:
-        await user_service.change_role(session, actor, target, body.role)
-    except user_service.PolicyError as error:
-        raise refused(error) from None
-    return target
-
-
-async def set_active(actor: User, target: User, session: SessionDep, *, active: bool) -> User:
-    try:
-        await user_service.set_active(session, actor, target, active=active)
-    except user_service.PolicyError as error:
-        raise refused(error) from None
+    await user_service.change_role(session, actor, target, body.role)
     return target
 
 
 @router.post("/{user_id}/deactivate", response_model=UserOut, dependencies=manager_only)
 async def deactivate(actor: Manager, target: Target, session: SessionDep) -> User:
-    return await set_active(actor, target, session, active=False)
+    await user_service.set_active(session, actor, target, active=False)
+    return target
 
 
 @router.post("/{user_id}/activate", response_model=UserOut, dependencies=manager_only)
 async def activate(actor: Manager, target: Target, session: SessionDep) -> User:
-    return await set_active(actor, target, session, active=True)
+    await user_service.set_active(session, actor, target, active=True)
+    return target
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=manager_only)
 async def delete_user(actor: Manager, target: Target, session: SessionDep) -> None:
-    try:
-        await user_service.delete_user(session, actor, target)
-    except user_service.PolicyError as error:
-        raise refused(error) from None
+    await user_service.delete_user(session, actor, target)

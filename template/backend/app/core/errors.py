@@ -1,9 +1,12 @@
-"""One JSON shape for every error response.
+"""The app's errors, and one JSON shape for every error response.
 
     {"error": {"code": "not_found", "message": "User not found", "details": null}}
 
 Clients branch on `code`, show `message`, and for validation errors read `details`,
 a list of {"field": "body.email", "message": "...", "type": "..."}.
+
+Services raise an `AppError` subclass, which says its status, its message and any
+headers; one handler turns each into the answer, so routes never translate errors.
 """
 
 from __future__ import annotations
@@ -22,11 +25,50 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.rate_limit import RateLimitedError
-from app.services.storage_service import StorageUnavailableError
-from app.worker.queue import QueueUnavailableError
-
 logger = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """A request the app refuses or cannot serve, with the answer it gets.
+
+    Subclasses set `status_code` (and `code`, when the one derived from the status is
+    not precise enough). `message` is shown to the client and `headers` go on the
+    answer; `reason`, when given, is what the log says instead of the message.
+    """
+
+    status_code = 400
+    code: str | None = None
+    # Refusals are part of normal traffic; subclasses an operator must see log higher.
+    log_level = logging.INFO
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(reason or message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class NotFoundError(AppError):
+    status_code = 404
+
+
+class ServiceUnavailableError(AppError):
+    """A service the request cannot do without is down; the request changed nothing (its
+    session rolls back as the error passes through it)."""
+
+    status_code = 503
+    log_level = logging.ERROR
+    retry_after = 30
+    public_message = "A service the app needs is unreachable; try again soon."
+
+    def __init__(self, reason: str) -> None:
+        headers = {"Retry-After": str(self.retry_after)}
+        super().__init__(self.public_message, headers=headers, reason=reason)
 
 
 class ErrorDetail(BaseModel):
@@ -91,12 +133,6 @@ def database_unreachable(exc: Exception) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
 
 
-UNAVAILABLE: dict[type[Exception], str] = {
-    QueueUnavailableError: "The job queue is unreachable, so nothing was done; try again soon.",
-    StorageUnavailableError: "File storage is unavailable, so nothing was stored; try again soon.",
-}
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -115,24 +151,17 @@ def install_error_handlers(app: FastAPI) -> None:
             details=validation_details(exc),
         )
 
-    # Every throttled operation raises RateLimitedError, wherever it sits in a request.
-    @app.exception_handler(RateLimitedError)
-    async def rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
-        logger.warning("Rate limit reached on %s %s", request.method, request.url.path)
-        return error_response(
-            429,
-            f"Too many attempts; try again in {exc.retry_after} seconds.",
-            headers={"Retry-After": str(exc.retry_after)},
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> JSONResponse:
+        logger.log(
+            exc.log_level,
+            "%s on %s %s: %s",
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+            exc,
         )
-
-    # Services a request cannot do without: 503, and the request has changed nothing
-    # (the session rolls back as the error passes through it).
-    async def service_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
-        return error_response(503, UNAVAILABLE[type(exc)], headers={"Retry-After": "30"})
-
-    for error_class in UNAVAILABLE:
-        app.add_exception_handler(error_class, service_unavailable)
+        return error_response(exc.status_code, exc.message, code=exc.code, headers=exc.headers)
 
     # A database outage is answered like any other dependency's: 503 with Retry-After.
     # The pool replaces dropped connections by itself once the database is back.

@@ -21,14 +21,23 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from app.core.config import Settings
+from app.core.errors import AppError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RateLimitedError(Exception):
+class RateLimitedError(AppError):
+    """A throttled operation spent its budget, wherever it sits in a request."""
+
+    status_code = 429
+    log_level = logging.WARNING
+
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"retry after {retry_after} s")
+        super().__init__(
+            f"Too many attempts; try again in {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+        )
         self.retry_after = retry_after
 
 

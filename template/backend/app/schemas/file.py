@@ -5,7 +5,7 @@ import uuid
 from pydantic import BaseModel, ConfigDict
 
 from app.models import FileStatus
-from app.schemas.common import UtcDatetime
+from app.schemas.common import Page, UtcDatetime
 
 
 class FileOut(BaseModel):
@@ -22,8 +22,5 @@ class FileOut(BaseModel):
     processed_at: UtcDatetime | None
 
 
-class FilePage(BaseModel):
-    items: list[FileOut]
-    total: int
-    limit: int
-    offset: int
+class FilePage(Page[FileOut]):
+    pass

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.core.rbac import Role
 from app.schemas.auth import DisplayName
-from app.schemas.common import UtcDatetime
+from app.schemas.common import Page, UtcDatetime
 
 
 class UserOut(BaseModel):
@@ -36,8 +36,5 @@ class RoleIn(BaseModel):
     role: Role
 
 
-class UserPage(BaseModel):
-    items: list[UserOut]
-    total: int
-    limit: int
-    offset: int
+class UserPage(Page[UserOut]):
+    pass

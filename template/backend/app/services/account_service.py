@@ -8,15 +8,18 @@ address.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.queue import EMAIL_QUEUE, JobCall, job_settings
 from app.models import TokenPurpose, User
 from app.services import token_service
-from app.services.email_service import Email
+from app.services.email_service import Email, send_email
 
 # The web app's pages that links in emails open.
 LINK_PAGES = {
@@ -128,3 +131,32 @@ async def link_email(
     if user.is_verified:
         return None
     return await verification_email(session, user, settings)
+
+
+def send_account_link(email: str, purpose: str) -> None:
+    """The job: look the address up and mail it a verification or reset link, if it is
+    owed one."""
+    asyncio.run(_send_account_link(email, TokenPurpose(purpose), job_settings()))
+
+
+def send_account_link_job(email: str, purpose: TokenPurpose) -> JobCall:
+    return JobCall(
+        send_account_link,
+        (email, purpose.value),
+        description=f"send_account_link {purpose.value}",
+        queue=EMAIL_QUEUE,
+    )
+
+
+async def _send_account_link(email: str, purpose: TokenPurpose, settings: Settings) -> None:
+    # A job runs in another process, or after the request's session has closed: it
+    # opens its own connections.
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            message = await link_email(session, email, purpose, settings)
+        # Sent after the commit, so that the link's token exists when it is opened.
+        if message is not None:
+            send_email(message, settings)
+    finally:
+        await engine.dispose()

@@ -4,12 +4,13 @@ Messages are built with `email.message.EmailMessage` under the default policy, w
 refuses CR/LF in headers, so a user-supplied value cannot inject headers. Bodies come
 from the Jinja templates in app/templates/email/ (`<name>.txt` and `<name>.html`).
 
-Routes never send mail themselves: they enqueue the send_email job (app/worker/jobs.py),
-which calls `send_email` here. With SMTP_HOST set it goes out through SMTP; otherwise the
-console backend, the embedded default, logs that a message was sent and writes it to
-EMAIL_OUTBOX_DIR. Log lines carry no body, since bodies hold one-time links; only the
-console backend outside production logs the links, one a line and decoded (the .eml file
-is quoted-printable), because there the log is where a developer opens them.
+Nothing sends mail in a request: services enqueue the job that `send_email_job` builds,
+which the worker runs, or the API after the response without Redis. With SMTP_HOST set
+the email goes out through SMTP; otherwise the console backend, the embedded default,
+logs that a message was sent and writes it to EMAIL_OUTBOX_DIR. Log lines carry no body,
+since bodies hold one-time links; only the console backend outside production logs the
+links, one a line and decoded (the .eml file is quoted-printable), because there the log
+is where a developer opens them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from app.core.config import Settings, SmtpSecurity
+from app.core.queue import EMAIL_QUEUE, JobCall, job_settings
 
 logger = logging.getLogger(__name__)
 # Links in the plain-text bodies, which put each on a line of its own.
@@ -128,3 +130,17 @@ def get_backend(settings: Settings) -> EmailBackend:
 
 def send_email(email: Email, settings: Settings) -> None:
     get_backend(settings).send(build_message(email, settings))
+
+
+def deliver_email(to: str, template: str, subject: str, context: dict[str, Any]) -> None:
+    """The job: send one email (its arguments are plain values, as RQ stores them)."""
+    send_email(Email(to=to, template=template, subject=subject, context=context), job_settings())
+
+
+def send_email_job(email: Email) -> JobCall:
+    return JobCall(
+        deliver_email,
+        (email.to, email.template, email.subject, email.context),
+        description=f"send_email {email.template} to {email.to}",
+        queue=EMAIL_QUEUE,
+    )

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.core.config import Settings, StorageBackend
+from app.core.errors import NotFoundError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -33,12 +34,17 @@ READ_CHUNK = 1024 * 1024
 KEY_PREFIX = "uploads/"
 
 
-class StorageUnavailableError(Exception):
+class StorageUnavailableError(ServiceUnavailableError):
     """Storage could not be reached, or refused the operation."""
 
+    public_message = "File storage is unavailable, so nothing was changed; try again soon."
 
-class ObjectMissingError(Exception):
+
+class ObjectMissingError(NotFoundError):
     """The object is not in storage."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("The file's content is gone.", reason=f"no object {key}")
 
 
 class Upload(Protocol):

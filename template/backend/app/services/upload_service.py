@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from app.core.errors import AppError
 from app.services.file_types import (
     MARKUP_SPAN,
     PLAIN_TEXT,
@@ -33,14 +34,8 @@ FILE_FIELD = "file"
 ENVELOPE_BYTES = 64 * 1024
 
 
-class UploadError(Exception):
+class UploadError(AppError):
     """The upload is refused; `status_code` and the message say why."""
-
-    status_code = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class UploadTooLargeError(UploadError):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import to_millisecond, utcnow
+from app.core.errors import AppError, NotFoundError
 from app.core.rbac import Role, manages
 from app.core.security import hash_password
 from app.models import RefreshTokenFamily, TokenPurpose, User
@@ -22,14 +24,16 @@ from app.services import token_service
 logger = logging.getLogger("app.auth")
 
 
-class PolicyError(Exception):
-    """An account change the rules forbid. `conflict` means the state, not the actor,
-    is what stands in the way (409 rather than 403)."""
+class PolicyError(AppError):
+    """An account change the rules forbid the actor."""
 
-    def __init__(self, message: str, *, conflict: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.conflict = conflict
+    status_code = 403
+
+
+class LastOwnerError(PolicyError):
+    """The state, not the actor, stands in the way: the last owner must stay one."""
+
+    status_code = 409
 
 
 async def create_member(
@@ -91,9 +95,8 @@ async def _guard_last_owner(session: AsyncSession, target: User) -> None:
     owners = await _lock_active_owners(session)
     if owners - {target.id}:
         return
-    raise PolicyError(
-        "This is the last owner; make another user owner before changing this account.",
-        conflict=True,
+    raise LastOwnerError(
+        "This is the last owner; make another user owner before changing this account."
     )
 
 
@@ -149,6 +152,21 @@ async def delete_user(session: AsyncSession, actor: User, target: User) -> None:
     await session.delete(target)
     await session.flush()
     logger.info("User %s deleted by user %s", target.id, actor.id)
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFoundError("No such user.")
+    return user
+
+
+async def list_users(session: AsyncSession, limit: int, offset: int) -> tuple[Sequence[User], int]:
+    """A page of every account, oldest first, and how many there are."""
+    users = await session.scalars(
+        select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+    )
+    return users.all(), await count_users(session)
 
 
 async def count_users(session: AsyncSession) -> int:

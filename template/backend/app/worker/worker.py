@@ -20,9 +20,10 @@ from rq import Queue, Worker
 
 from app.core.config import get_settings
 from app.core.logging import LOG_FORMAT, configure_logging
-from app.services.email_service import warm_up as warm_up_email
-from app.worker import jobs
-from app.worker.queue import QUEUES
+from app.core.queue import QUEUES
+
+# The modules whose functions are the jobs (each builds its calls with a `..._job`).
+from app.services import account_service, email_service, file_service
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     # Everything a job needs is loaded once, here: each job runs in a process forked from
     # this one, which then starts warm instead of importing the app all over again.
-    logger.debug("Jobs loaded from %s", jobs.__name__)
-    warm_up_email()
+    logger.debug(
+        "Jobs loaded from %s",
+        ", ".join(module.__name__ for module in (account_service, email_service, file_service)),
+    )
+    email_service.warm_up()
     worker = Worker(
         [Queue(name, connection=redis) for name in args.queues],
         connection=redis,

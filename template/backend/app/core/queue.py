@@ -1,4 +1,4 @@
-"""The one way the app runs work outside a request: `await queue.enqueue(call, background)`.
+"""The one way the app runs work outside a request: `await jobs.enqueue(call)`.
 
 With REDIS_URL set, the call goes to an RQ queue and a worker process (`python -m
 app.worker`) runs it, retrying with backoff when it fails. Without Redis, the embedded
@@ -22,6 +22,7 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.job import Job
 
 from app.core.config import Settings, get_settings
+from app.core.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ QUEUES = (EMAIL_QUEUE, DEFAULT_QUEUE)
 _settings: ContextVar[Settings | None] = ContextVar("job_settings", default=None)
 
 
-class QueueUnavailableError(Exception):
-    """Redis did not take the job; the caller answers 503 and keeps nothing."""
+class QueueUnavailableError(ServiceUnavailableError):
+    """Redis did not take the job; the request answers 503 and keeps nothing."""
+
+    public_message = "The job queue is unreachable, so nothing was done; try again soon."
 
 
 @dataclass(frozen=True)
@@ -133,3 +136,17 @@ class JobQueue:
     def close(self) -> None:
         if self.redis is not None:
             self.redis.close()
+
+
+class Jobs:
+    """The job queue, bound to one request: `await jobs.enqueue(send_email_job(...))`.
+
+    Without Redis the call runs once the request's response has been sent.
+    """
+
+    def __init__(self, queue: JobQueue, background: BackgroundTasks) -> None:
+        self.queue = queue
+        self.background = background
+
+    async def enqueue(self, call: JobCall) -> None:
+        await self.queue.enqueue(call, self.background)

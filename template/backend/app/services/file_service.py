@@ -1,0 +1,181 @@
+"""Files: who sees which, uploading, downloading, deleting, and the job that checks them.
+
+Whose files one may act on follows the rule for accounts (rbac.manages): owners act on
+everyone's, admins on members' and their own, members on their own. To anyone else a
+file does not exist (404, not 403, so ids of other people's files reveal nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import asdict
+
+from anyio import to_thread
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import utcnow
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import NotFoundError
+from app.core.queue import JobCall, Jobs, QueueUnavailableError, final_attempt, job_settings
+from app.core.rbac import manages
+from app.models import File, FileStatus, User
+from app.services.storage_service import ObjectMissingError, Storage, create_storage
+from app.services.upload_service import check_declared_length, multipart_boundary, receive_upload
+
+logger = logging.getLogger(__name__)
+
+NO_SUCH_FILE = "No such file."
+
+
+async def list_own(
+    session: AsyncSession, owner: User, limit: int, offset: int
+) -> tuple[Sequence[File], int]:
+    """A page of the user's own files, newest first, and how many there are."""
+    mine = select(File).where(File.owner_id == owner.id)
+    files = await session.scalars(
+        mine.order_by(File.created_at.desc(), File.id).limit(limit).offset(offset)
+    )
+    total = await session.scalar(select(func.count()).select_from(mine.subquery()))
+    return files.all(), total or 0
+
+
+async def visible_file(session: AsyncSession, user: User, file_id: uuid.UUID) -> File:
+    """The file, if `user` may act on it; NotFoundError otherwise, as for no file."""
+    # The owner's role comes with the file, in one query.
+    found = (
+        await session.execute(
+            select(File, User.role).join(User, User.id == File.owner_id).where(File.id == file_id)
+        )
+    ).one_or_none()
+    if found is None:
+        raise NotFoundError(NO_SUCH_FILE)
+    file, owner_role = found
+    if file.owner_id != user.id and not manages(user.role, owner_role):
+        raise NotFoundError(NO_SUCH_FILE)
+    return file
+
+
+async def upload(
+    session: AsyncSession,
+    jobs: Jobs,
+    storage: Storage,
+    settings: Settings,
+    owner: User,
+    body: AsyncIterator[bytes],
+    *,
+    content_type: str | None,
+    content_length: str | None,
+) -> File:
+    """Stream a multipart body into storage, record the file, and queue its check."""
+    # Nothing is written until the body is in; ending the transaction that loading the
+    # user began frees the connection (and SQLite's write lock) for the upload's length.
+    await session.commit()
+    boundary = multipart_boundary(content_type)
+    check_declared_length(content_length, settings.MAX_UPLOAD_BYTES)
+    stored = await receive_upload(
+        body,
+        boundary,
+        storage,
+        limit=settings.MAX_UPLOAD_BYTES,
+        allowed_types=settings.ALLOWED_UPLOAD_TYPES,
+    )
+    file = File(owner_id=owner.id, **asdict(stored))
+    session.add(file)
+    # The job reads the row, so the row must be committed before the job can start.
+    await session.commit()
+    try:
+        await jobs.enqueue(process_file_job(file.id))
+    except QueueUnavailableError:
+        # Undo, so that no file sits forever unprocessed.
+        await session.delete(file)
+        await session.commit()
+        await storage.delete(file.object_key)
+        raise
+    logger.info("File %s uploaded by user %s: %d bytes", file.id, owner.id, file.size)
+    return file
+
+
+async def content(session: AsyncSession, storage: Storage, file: File) -> Iterator[bytes]:
+    """The file's bytes, a chunk at a time, so memory stays flat however large it is.
+
+    The first chunk is read before this returns, so that a missing object or unreachable
+    storage is still an error status, not a download cut short.
+    """
+    # A download lasts as long as the client takes to read it; ending the transaction
+    # now gives the connection back to the pool, so slow readers cannot exhaust it.
+    await session.commit()
+    chunks = storage.read(file.object_key)
+    first = await to_thread.run_sync(lambda: next(chunks, b""))
+    return itertools.chain((first,), chunks)
+
+
+async def delete(session: AsyncSession, storage: Storage, file: File) -> None:
+    # The object goes first: if storage fails, the row stays and the delete can be
+    # tried again, rather than leaving an object nothing refers to.
+    await storage.delete(file.object_key)
+    await session.delete(file)
+    logger.info("File %s deleted", file.id)
+
+
+def process_file(file_id: str) -> None:
+    """The job: read the stored object back, measure it, and mark the file ready or
+    failed."""
+    asyncio.run(_process_file(uuid.UUID(file_id), job_settings()))
+
+
+def process_file_job(file_id: uuid.UUID) -> JobCall:
+    return JobCall(process_file, (str(file_id),), description=f"process_file {file_id}")
+
+
+async def _process_file(file_id: uuid.UUID, settings: Settings) -> None:
+    # A job runs in another process, or after the request's session has closed: it
+    # opens its own connections.
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        # Short transactions on either side of the read: no connection is held while
+        # the object streams back from storage.
+        async with sessionmaker() as session:
+            file = await session.get(File, file_id)
+        if file is None:
+            logger.info("File %s was deleted before it was processed", file_id)
+            return
+        status, detail = await asyncio.to_thread(_measure, file, settings)
+        async with sessionmaker.begin() as session:
+            await session.execute(
+                update(File).where(File.id == file_id).values(status=status, processed_at=utcnow())
+            )
+        log = logger.info if status is FileStatus.READY else logger.warning
+        log("File %s %s: %s", file_id, status.value, detail)
+    finally:
+        await engine.dispose()
+
+
+def _measure(file: File, settings: Settings) -> tuple[FileStatus, str]:
+    storage = create_storage(settings)
+    if storage is None:
+        return FileStatus.FAILED, "storage is turned off (STORAGE_BACKEND=none)"
+    digest, size = hashlib.sha256(), 0
+    try:
+        for chunk in storage.read(file.object_key):
+            digest.update(chunk)
+            size += len(chunk)
+    except ObjectMissingError:
+        return FileStatus.FAILED, "the object is missing from storage"
+    except Exception:
+        # Storage trouble may pass: RQ retries the job, and only the last failure
+        # marks the file failed.
+        if not final_attempt():
+            raise
+        logger.exception("File %s could not be read from storage", file.id)
+        return FileStatus.FAILED, "storage could not be read"
+    if (size, digest.hexdigest()) != (file.size, file.checksum_sha256):
+        return FileStatus.FAILED, f"stored object differs from the upload ({size} bytes)"
+    return FileStatus.READY, f"{size} bytes, sha256 {file.checksum_sha256}"
