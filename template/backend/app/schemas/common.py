@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel
 
 from app.core.clock import as_utc
-
-Item = TypeVar("Item", bound=BaseModel)
 
 # Every stored time is UTC, but SQLite returns it without a zone: made aware here, every
 # answer writes times alike, with a trailing Z, whatever the database.
@@ -26,11 +24,12 @@ class Paging:
     offset: int
 
 
-class Page(BaseModel, Generic[Item]):
-    """A slice of a list, with the size of the whole. Each list's page subclasses it
-    (`class FilePage(Page[FileOut])`), so that the schema keeps a name of its own."""
+class Page(BaseModel):
+    """A slice of a list, with the size of the whole. Each list's page subclasses it and
+    names the type of its items (`class FilePage(Page): items: list[FileOut]`), so that
+    its schema has a name and a shape of its own."""
 
-    items: list[Item]
+    items: Sequence[BaseModel]
     total: int
     limit: int
     offset: int

@@ -22,5 +22,5 @@ class FileOut(BaseModel):
     processed_at: UtcDatetime | None
 
 
-class FilePage(Page[FileOut]):
-    pass
+class FilePage(Page):
+    items: list[FileOut]

@@ -36,5 +36,5 @@ class RoleIn(BaseModel):
     role: Role
 
 
-class UserPage(Page[UserOut]):
-    pass
+class UserPage(Page):
+    items: list[UserOut]
