@@ -131,7 +131,7 @@ def assert_unavailable(response: requests.Response, message: str) -> None:
 
 
 QUEUE_DOWN = "The job queue is unreachable, so nothing was done; try again soon."
-STORAGE_DOWN = "File storage is unavailable, so nothing was stored; try again soon."
+STORAGE_DOWN = "File storage is unavailable, so nothing was changed; try again soon."
 DATABASE_DOWN = "The database is unreachable; try again soon."
 
 
