@@ -7,15 +7,13 @@ expressions inside copier.yml.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import keyword
 import re
+import runpy
 import subprocess
 import sys
 import unicodedata
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from jinja2 import Environment
@@ -173,39 +171,19 @@ def git_config(key: str) -> str:
 
 # The generated project's deployers write fly.toml and render.yaml; the template renders
 # the same files by calling them, so the two can never drift apart.
-DEPLOYERS_DIR = Path(__file__).resolve().parents[1] / "template" / "tools" / "deployers"
-
-
-def load_deployers(directory: Path = DEPLOYERS_DIR) -> ModuleType:
-    """Import the template's tools/deployers package from this template checkout.
-
-    `copier update` renders the old and the new template version in one process, each
-    from its own checkout: the package is registered under a name unique to its path so
-    that one version's modules never stand in for the other's.
-    """
-    name = "dayone_deployers_" + hashlib.sha256(str(directory).encode()).hexdigest()[:16]
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, directory / "__init__.py", submodule_search_locations=[str(directory)]
-    )
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the deployers from {directory}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    # No __pycache__ in the template checkout: Copier would copy it into the project.
-    writes_bytecode = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = writes_bytecode
-    return module
+TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
+DEPLOYERS_DIR = TEMPLATE_ROOT / "template" / "tools" / "deployers"
+# The one loader for the template's own code, shared with hooks/post_copy.py: it imports
+# the deployers without leaving a __pycache__ in template/. Copier loads this file by its
+# path, once per template version during `copier update`, and extensions/ is not on
+# sys.path: running the loader's file from this checkout gives this version's loader,
+# where an import would return whichever version's module came first.
+import_path = runpy.run_path(str(TEMPLATE_ROOT / "hooks" / "bytecode_free.py"))["import_path"]
 
 
 def deploy_manifest(target: str, **answers: str) -> str:
     """The manifest the deployer for `target` writes, for the questionnaire's answers."""
-    deployers = load_deployers()
+    deployers = import_path(DEPLOYERS_DIR)
     if target == "fly":
         app = deployers.base.app_name(answers["slug"])
         return str(deployers.fly.fly_manifest(answers["project_name"], app, answers["region"]))

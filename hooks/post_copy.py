@@ -10,8 +10,8 @@ Runs once, from the new project's directory, right after `copier copy`:
 
 When the project is a git project with history already (`copier recopy --overwrite`, or
 `copier copy --overwrite` over it), the copy has just overwritten its files: instead of
-step 2, post_update.protect_regeneration puts back every file the user had changed and
-leaves the template's version beside it as FILE.new.
+step 2, the update package's `protect_regeneration` puts back every file the user had
+changed and leaves the template's version beside it as FILE.new.
 
 Only the standard library is used: this runs under the Python that runs Copier.
 """
@@ -19,28 +19,22 @@ Only the standard library is used: this runs under the Python that runs Copier.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-# Copier runs this file as a script, so its own directory is on sys.path.
-from post_update import protect_regeneration
+# Python puts a script's own directory on sys.path, except under PYTHONSAFEPATH (or -P),
+# which a user's environment may set: the modules beside this script must be found anyway.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bytecode_free import import_path
+from update import protect_regeneration
 
 
 def write_env(project: Path) -> None:
     """Create .env with the generated project's own code, the same that `day_one` runs."""
-    spec = importlib.util.spec_from_file_location("envfile", project / "tools" / "envfile.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {project / 'tools' / 'envfile.py'}")
-    envfile = importlib.util.module_from_spec(spec)
-    # A __pycache__ left in tools/ would be an untracked file in the new project.
-    writes_bytecode = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
-    try:
-        spec.loader.exec_module(envfile)
-    finally:
-        sys.dont_write_bytecode = writes_bytecode
+    # Without bytecode: a __pycache__ left in tools/ would be an untracked file in the project.
+    envfile = import_path(project / "tools" / "envfile.py")
     if envfile.create_env(project):
         print("Wrote .env with a new SECRET_KEY (gitignored; keep it out of version control).")
     else:

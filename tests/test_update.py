@@ -2,8 +2,8 @@
 
 The template is built inside the tests as a git repository tagged v1, then v2 with a
 scripted set of changes; a project generated from v1 gets its user's edits and is
-updated with Copier's own command line, and every outcome hooks/post_update.py promises
-is checked on the files, in `git status` and in the report.
+updated with Copier's own command line, and every outcome the update hook promises
+(hooks/update/__init__.py) is checked on the files, in `git status` and in the report.
 """
 
 from __future__ import annotations
@@ -376,8 +376,10 @@ def build_synthetic_template(
     root: Path, template_changes: list[tuple[str, int]], template_adds: bool
 ) -> dict[str, str]:
     """A tagged v1/v2 template repo; returns {file: line v2 wrote} for the changed files."""
-    (root / "hooks").mkdir(parents=True)
-    shutil.copy2(TEMPLATE_DIR / "hooks" / "post_update.py", root / "hooks" / "post_update.py")
+    # The hooks as the template ships them: the entry script and the package it runs.
+    shutil.copytree(
+        TEMPLATE_DIR / "hooks", root / "hooks", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (root / "copier.yml").write_text(synthetic_config(), encoding="utf-8")
     source = root / "template"
     source.mkdir()
