@@ -1,12 +1,26 @@
-"""The commands both READMEs give for generating and updating a project, run as written on
-a fresh machine: a new HOME, an empty uv cache, nothing of ours installed but uv."""
+"""The commands both READMEs give, run as written on a fresh machine: a new HOME, an empty
+uv cache, nothing of ours installed but uv.
+
+One machine and one generated project serve the whole module, so uv's cache fills once.
+The tests run in file order and go where a new user goes: generate the project, run it,
+test it, day one, the development tools, and last the update, which must find a clean
+tree after everything the commands before it wrote.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
+import pty
 import re
 import shlex
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,13 +30,43 @@ from update_support import commit, copier_env, tag, versioned_template
 pytestmark = pytest.mark.slow
 
 SOURCE = "gh:ORG/dayone"
+OWNER_PASSWORD = "a long and unguessable owner passphrase"
+HEALTHY = b'{"status":"ok"}'
+# The terminal's interrupt character: what pressing Ctrl+C types.
+CTRL_C = b"\x03"
+# The first `uv run` installs every dependency from PyPI into an empty cache, on a machine
+# that may be running other heavy tests: waiting is generous, and never an assertion.
+STARTUP_SECONDS = 600
 
 
-def shell_lines(readme: str, starts: str) -> list[str]:
-    """Lines of the README's sh blocks that start with `starts`, comments removed."""
+def sh_blocks(readme: str) -> list[list[str]]:
+    """The README's sh blocks, each as its command lines with comments and blanks removed."""
     blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
-    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith(starts)]
+    lines = ([line.split("  #")[0].strip() for line in block.splitlines()] for block in blocks)
+    return [[line for line in block if line] for block in lines]
+
+
+def shell_lines(readme: str, starts: str = "") -> list[str]:
+    """Lines of the README's sh blocks that start with `starts`, comments removed."""
+    return [line for block in sh_blocks(readme) for line in block if line.startswith(starts)]
+
+
+def section(readme: str, title: str) -> str:
+    """The README's text under the heading that starts with `title`, up to the next heading
+    of any level (a `#` line inside a code block is a shell comment, not a heading)."""
+    lines = readme.splitlines(keepends=True)
+    start = None
+    fenced = False
+    for index, line in enumerate(lines):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            if start is not None:
+                return "".join(lines[start:index])
+            if line.lstrip("#").strip().startswith(title):
+                start = index + 1
+    assert start is not None, f"the README has no section {title!r}"
+    return "".join(lines[start:])
 
 
 def fresh_machine(home: Path) -> dict[str, str]:
@@ -44,6 +88,7 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
         shlex.split(command),
         cwd=cwd,
         env=env,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=900,
@@ -56,31 +101,211 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
     return result
 
 
-def test_the_readmes_generate_and_update_commands_work_on_a_fresh_machine(
-    tmp_path: Path,
-) -> None:
-    home = tmp_path / "home"
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def health(port: int) -> bytes | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return bytes(response.read())
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Stop whatever is left of `process` and its process group: first as a service
+    manager would, so that it can stop what it started, then for good."""
+    if process.poll() is not None:
+        return
+    # It may end between the poll and the signal.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def serve_until_ready(command: str, cwd: Path, env: dict[str, str], log: Path, ready: str) -> str:
+    """Run a README command that serves the API until Ctrl+C, at a terminal; once /health
+    answers and the command has printed `ready`, press Ctrl+C, check that it stopped
+    cleanly and took the API with it, and return everything it printed.
+
+    Ctrl+C is the terminal's: the kernel interrupts the whole foreground job, and uv, its
+    stdin a terminal, leaves the signal to the program it runs. (A SIGINT sent to the
+    job without a terminal reaches the program twice, since uv forwards it as well.)
+    The API listens on a free port (PORT, which the app and day one read), so that other
+    tests serving at the same time do not collide with it."""
+    port = free_port()
+    controller, terminal = pty.openpty()
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            # A session of its own whose controlling terminal is stdin, the pseudo-terminal,
+            # as a terminal window starts its shell. (setsid forks only when it leads a
+            # process group, which a child of this process does not: its pid is the job's.)
+            ["setsid", "--ctty", *shlex.split(command)],
+            cwd=cwd,
+            env={**env, "PORT": str(port)},
+            stdin=terminal,
+            # A file, not the terminal or a pipe: nobody reads the output while it
+            # serves, and a full buffer would block the server.
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        os.close(terminal)
+        try:
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while health(port) != HEALTHY or ready not in log.read_text():
+                if process.poll() is not None:
+                    pytest.fail(
+                        f"`{command}` exited {process.returncode} before it was ready:\n"
+                        f"{log.read_text()[-6000:]}"
+                    )
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"`{command}` was not ready within {STARTUP_SECONDS} s:\n"
+                        f"{log.read_text()[-6000:]}"
+                    )
+                time.sleep(0.25)
+            os.write(controller, CTRL_C)
+            process.wait(timeout=120)
+        finally:
+            stop(process)
+            os.close(controller)
+    printed = log.read_text()
+    assert process.returncode == 0, f"`{command}` exited {process.returncode} on Ctrl+C:\n{printed}"
+    assert health(port) is None, f"`{command}` left the API running"
+    return printed
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A fresh machine with one project generated from the template README's command."""
+
+    env: dict[str, str]
+    template: Path
+    project: Path
+    # Outside the project, whose tree the update needs clean.
+    logs: Path
+
+    @property
+    def readme(self) -> str:
+        return (self.project / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory) -> Machine:
+    root = tmp_path_factory.mktemp("fresh-machine")
+    home = root / "home"
     home.mkdir()
+    logs = root / "logs"
+    logs.mkdir()
     env = fresh_machine(home)
-    template = versioned_template(tmp_path / "template")
+    template = versioned_template(root / "template")
 
     # The template README's first command; `pip install uv &&` is what put uv on PATH.
     [generate] = shell_lines((TEMPLATE_DIR / "README.md").read_text(), "pip install uv && uvx")
     command = generate.removeprefix("pip install uv && ")
     assert SOURCE in command
-    command = command.replace(SOURCE, str(template)).replace(" myapp", f" {tmp_path / 'myapp'}")
+    command = command.replace(SOURCE, str(template)).replace(" myapp", f" {root / 'myapp'}")
     # No terminal here to answer the questions: their defaults are the answers.
-    run(f"{command} --defaults", tmp_path, env)
-    project = tmp_path / "myapp"
+    run(f"{command} --defaults", root, env)
+    return Machine(env=env, template=template, project=root / "myapp", logs=logs)
+
+
+def test_the_template_readmes_command_generates_a_committed_project(machine: Machine) -> None:
+    assert (machine.project / ".copier-answers.yml").is_file()
+    assert git(machine.project, "status", "--porcelain") == ""
+
+
+def test_the_readmes_run_command_serves_the_api_on_sqlite(machine: Machine) -> None:
+    [serve, _] = sh_blocks(section(machine.readme, "Quick start"))[0]
+    assert "python -m app" in serve
+    serve_until_ready(
+        serve, machine.project, machine.env, machine.logs / "run.log", ready="Uvicorn running"
+    )
+    # The embedded default the README describes: a SQLite database in backend/data/.
+    assert (machine.project / "backend" / "data" / "app.db").is_file()
+
+
+def test_the_readmes_test_command_passes(machine: Machine) -> None:
+    [_, suite] = sh_blocks(section(machine.readme, "Quick start"))[0]
+    assert suite.endswith(" pytest")
+    result = run(suite, machine.project, machine.env)
+    assert " passed" in result.stdout
+
+
+def test_the_readmes_day_one_command_sets_up_and_serves_the_local_target(
+    machine: Machine,
+) -> None:
+    [day_one, status] = sh_blocks(section(machine.readme, "Day one"))[0]
+    assert "tools.day_one" in day_one
+    assert status == f"{day_one} status"
+    # The one question day one has for the local target, answered ahead as the README says.
+    env = {**machine.env, "OWNER_PASSWORD": OWNER_PASSWORD}
+    output = serve_until_ready(
+        day_one, machine.project, env, machine.logs / "day-one.log", ready="press Ctrl+C to stop"
+    )
+    assert "target local" in output
+    assert "Created the owner account" in output
+
+    recorded = run(status, machine.project, machine.env)
+    assert "target local" in recorded.stdout
+    assert "API: http://127.0.0.1:" in recorded.stdout
+
+
+def test_the_readmes_development_commands_pass(machine: Machine) -> None:
+    """Each line of the Development blocks, in order, from the project root as every
+    block of the README is; PostgreSQL and Redis come later, under their own heading."""
+    outputs = {}
+    for block in sh_blocks(section(machine.readme, "Development")):
+        cwd = machine.project
+        for line in block:
+            if line.startswith("cd "):
+                cwd = cwd / line.removeprefix("cd ")
+            elif "revision --autogenerate" in line:
+                # For after a model change: with models and migrations in agreement it
+                # writes an empty revision. It runs as written, and what it wrote goes
+                # again, for the tree the update needs clean.
+                versions = machine.project / "backend" / "alembic" / "versions"
+                before = set(versions.glob("*.py"))
+                outputs[line] = run(line, cwd, machine.env).stdout
+                [written] = set(versions.glob("*.py")) - before
+                message = shlex.split(line)[shlex.split(line).index("-m") + 1]
+                assert message in written.read_text()
+                written.unlink()
+            else:
+                result = run(line, cwd, machine.env)
+                outputs[line] = result.stdout + result.stderr
+    ran = " ".join(outputs)
+    for tool in ("ruff check", "ruff format --check", "mypy", "alembic upgrade head"):
+        assert tool in ran
+    [check] = [line for line in outputs if line.endswith("alembic check")]
+    assert "No new upgrade operations detected" in outputs[check]
+    [install] = [line for line in outputs if line.endswith("pre-commit install")]
+    assert (machine.project / ".git" / "hooks" / "pre-commit").is_file(), outputs[install]
+
+
+def test_the_readmes_update_command_takes_a_new_release_after_the_commands_above(
+    machine: Machine,
+) -> None:
+    """Last on purpose: Copier refuses a dirty tree, so nothing the commands above wrote
+    (the database, .venv, caches, day one's state) may show in `git status`."""
+    project = machine.project
     assert git(project, "status", "--porcelain") == ""
 
     # A new template release, then the generated README's update command, as written.
-    readme = template / "template" / "README.md.jinja"
+    readme = machine.template / "template" / "README.md.jinja"
     readme.write_text(readme.read_text() + "\nA line the second release adds.\n")
-    commit(template, "v2")
-    tag(template, "v2")
-    [update] = shell_lines((project / "README.md").read_text(), "uvx ")
+    commit(machine.template, "v2")
+    tag(machine.template, "v2")
+    [update] = shell_lines(machine.readme, "uvx ")
     assert "copier update" in update and "--defaults" in update
-    run(update, project, env)
-    assert "A line the second release adds." in (project / "README.md").read_text()
+    run(update, project, machine.env)
+    assert "A line the second release adds." in machine.readme
     assert "_commit: v2" in (project / ".copier-answers.yml").read_text()
