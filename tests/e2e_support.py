@@ -22,9 +22,8 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -35,7 +34,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from aiosmtpd.controller import Controller
-from conftest import ProjectEnv
+from net import free_port, wait_until
+from template_tools import ProjectEnv
 
 POSTGRES_SERVER = os.environ.get(
     "TEMPLATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -47,28 +47,6 @@ OWNER_EMAIL = "owner@example.com"
 OWNER_PASSWORD = "the owner's end-to-end passphrase"
 FRONTEND_URL = "https://app.example.test"
 BUCKET = "e2e-uploads"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> Any:
-    """Poll `condition` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (OSError, requests.RequestException):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:g} s")
-        time.sleep(0.1)
 
 
 def psql(sql: str) -> str:

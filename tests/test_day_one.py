@@ -4,34 +4,18 @@ API answers; a second run changes nothing and says so."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import UV, ProjectEnv
+from net import free_port, health
+from template_tools import UV, ProjectEnv
 
 pytestmark = pytest.mark.slow
 
 OWNER_PASSWORD = "a long and unguessable owner passphrase"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def health(port: int) -> int | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-            return int(response.status)
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 def day_one_until_healthy(project: Path, env: dict[str, str], port: int) -> str:
@@ -47,7 +31,7 @@ def day_one_until_healthy(project: Path, env: dict[str, str], port: int) -> str:
     )
     try:
         deadline = time.monotonic() + 240
-        while health(port) != 200:
+        while health(port) is None:
             if process.poll() is not None:
                 pytest.fail(
                     f"day_one exited with {process.returncode}:\n{process.communicate()[0]}"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import UV, ProjectEnv
-from e2e_support import free_port, wait_until
+from net import free_port, wait_until
+from template_tools import UV, ProjectEnv
 
 pytestmark = pytest.mark.slow
 

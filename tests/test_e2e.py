@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ProjectEnv
 from e2e_support import (
     OWNER_EMAIL,
     OWNER_PASSWORD,
@@ -25,8 +24,9 @@ from e2e_support import (
     launch,
     link_token,
     redis_cli,
-    wait_until,
 )
+from net import wait_until
+from template_tools import ProjectEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

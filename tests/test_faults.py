@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ProjectEnv
 from e2e_support import (
     OWNER_EMAIL,
     OWNER_PASSWORD,
@@ -27,8 +26,9 @@ from e2e_support import (
     error_of,
     launch,
     link_token,
-    wait_until,
 )
+from net import wait_until
+from template_tools import ProjectEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

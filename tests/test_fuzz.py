@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import ProjectEnv
 from e2e_support import OWNER_EMAIL, OWNER_PASSWORD, SHARED_REDIS, Stack, launch, redis_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
 )
+from template_tools import ProjectEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ProjectEnv
+from template_tools import ProjectEnv
 from test_render import COMBINATIONS
 
 pytestmark = pytest.mark.slow

@@ -16,20 +16,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import TEMPLATE_DIR, UV, Answers, ProjectEnv
+from net import free_port, wait_for_health
+from template_tools import TEMPLATE_DIR, UV, Answers, ProjectEnv
 from test_render import COMBINATIONS
 
 QUESTIONS = yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text())
@@ -405,28 +402,6 @@ def test_pre_commit_rejects_a_broken_config(default_project: Path, tmp_path: Pat
 
 
 # What the files run ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_health(port: int, server: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(
-                f"the app exited with {server.returncode}:\n{server.stdout and server.stdout.read()}"
-            )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    pytest.fail(f"the app did not answer /health on port {port} within {timeout:g} s")
 
 
 def dockerfile_healthcheck(dockerfile: Path) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE_DIR, UV, ProjectEnv, template_snapshot
+from template_tools import TEMPLATE_DIR, UV, ProjectEnv, template_snapshot
 
 RELOCK = "uv run python scripts/relock.py"
 LOCK_TEMPLATE = "template/backend/uv.lock.jinja"

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SHARED_REFERENCE
+from template_tools import SHARED_REFERENCE
 
 FLY_SCHEMA = "fly.schema.json"
 RENDER_SCHEMA = "render.yaml.schema.json"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TEMPLATE_DIR, ProjectEnv, copy_template, git, template_snapshot
+from template_tools import TEMPLATE_DIR, ProjectEnv, copy_template, git, template_snapshot
 
 
 def copier_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,21 +10,19 @@ tree after everything the commands before it wrote.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import pty
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE_DIR, UV, git
+from net import free_port, health
+from template_tools import TEMPLATE_DIR, UV, git
 from update_support import commit, copier_env, tag, versioned_template
 
 pytestmark = pytest.mark.slow
@@ -99,20 +97,6 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
         f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
     )
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def health(port: int) -> bytes | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            return bytes(response.read())
-    except (OSError, http.client.HTTPException):
-        return None
 
 
 def stop(process: subprocess.Popen[str]) -> None:

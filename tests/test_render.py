@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RENDERED_FILES, TEMPLATE_DIR, Answers
+from template_tools import RENDERED_FILES, TEMPLATE_DIR, Answers
 
 QUESTIONS = [
     name
@@ -96,7 +96,7 @@ def test_answers_reach_the_files(combination: tuple[Answers, Path]) -> None:
 
 
 def test_render_is_deterministic(render: Callable[..., Path], tmp_path: Path) -> None:
-    from conftest import copy_template
+    from template_tools import copy_template
 
     answers = COMBINATIONS["fly"]
     first = render(**answers)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import UV, git
+from template_tools import UV, git
 from test_infra import check_jsonschema, report
 from test_readme_commands import shell_lines
 from update_support import (

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TEMPLATE_DIR, UV, ProjectEnv, git
 from copier import run_copy, run_update
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from template_tools import TEMPLATE_DIR, UV, ProjectEnv, git
 from update_support import (
     REPORT,
     add_nickname_column,

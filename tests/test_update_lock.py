@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import UV, git
+from template_tools import UV, git
 from update_support import (
     REPORT,
     commit,

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from conftest import git, template_snapshot
+from template_tools import git, template_snapshot
 
 IDENTITY = ("-c", "user.name=dayone tests", "-c", "user.email=tests@dayone.invalid")
 REPORT = ".copier-update-report.md"
