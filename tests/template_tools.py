@@ -126,10 +126,15 @@ class ProjectEnv:
         python_version: str = "3.11",
         check: bool = True,
         timeout: float = 600,
+        from_root: bool = False,
         **extra_env: str,
     ) -> subprocess.CompletedProcess[str]:
+        """`uv run ARGS` in the project's backend/, or with `from_root` at the project root
+        (`uv run --project backend ARGS`), where pytest.ini and mypy.ini are."""
+        where = ["--project", "backend"] if from_root else ["--directory", str(project / "backend")]
         result = subprocess.run(
-            [UV, "run", "--directory", str(project / "backend"), *args],
+            [UV, "run", *where, *args],
+            cwd=project,
             env=self.env(python_version, **extra_env),
             capture_output=True,
             text=True,

@@ -28,7 +28,7 @@ def test_linters_and_types_are_clean(
     # ruff.toml sits at the project root and covers tools/ as well as backend/.
     project_env.run(project, "ruff", "check", "..", python_version=version)
     project_env.run(project, "ruff", "format", "--check", "..", python_version=version)
-    project_env.run(project, "mypy", python_version=version)
+    project_env.run(project, "mypy", python_version=version, from_root=True)
 
 
 @pytest.mark.parametrize("version", ["3.12", "3.13"])
@@ -42,7 +42,7 @@ def test_suite_passes_on_other_pythons(
     )
     assert interpreter.stdout.startswith(version)
     result = project_env.run(
-        project, "pytest", "-q", "-p", "no:cacheprovider", python_version=version
+        project, "pytest", "-q", "-p", "no:cacheprovider", python_version=version, from_root=True
     )
     assert " passed" in result.stdout
 

@@ -93,6 +93,7 @@ def test_answers_reach_the_files(combination: tuple[Answers, Path]) -> None:
     pyproject = (project / "backend" / "pyproject.toml").read_text()
     assert f'name = "{recorded["project_slug"]}"' in pyproject
     assert f'requires-python = ">={python_version}"' in pyproject
+    assert f"python_version = {python_version}\n" in (project / "mypy.ini").read_text()
 
 
 def test_render_is_deterministic(render: Callable[..., Path], tmp_path: Path) -> None:

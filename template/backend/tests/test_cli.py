@@ -23,7 +23,7 @@ from app.core.migrations import upgrade_to_head
 from app.core.rbac import Role
 from app.core.security import password_hash
 from app.models import User
-from tests.conftest import TEST_SECRET_KEY
+from tests.fixtures import TEST_SECRET_KEY
 from tests.support import PASSWORD, password_hash_of_password
 
 BACKEND_DIR = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ from app.core.emails import email_problem, normalise_email
 from app.schemas.auth import EmailIn, RegisterIn
 from tests.support import PASSWORD, messages_to, running_app
 from tests.test_cli import database, users  # noqa: F401 - `database` is a fixture
-from tests.test_day_one import Prompt, scratch  # noqa: F401 - `scratch` is a fixture
 from tools import day_one
+from tools.tests.test_day_one import Prompt, scratch  # noqa: F401 - `scratch` is a fixture
 
 LONG_DOMAIN = f"@{'b' * 63}.{'c' * 63}.com"
 

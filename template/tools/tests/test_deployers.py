@@ -16,7 +16,16 @@ import pytest
 import yaml
 
 from app.core.config import Settings
-from tests.deploy_fakes import (
+from tests.servers import Mailbox, free_port, settings_env
+from tests.support import PASSWORD
+from tools.deployers import DEPLOYERS
+from tools.deployers import tunnel as tunnel_module
+from tools.deployers.base import DeployState, Project, StepError, sha256, write_manifest
+from tools.deployers.fly import FlyDeployer, fly_manifest
+from tools.deployers.local import LocalDeployer, stop
+from tools.deployers.render import RenderDeployer, https_repository, render_manifest
+from tools.deployers.tunnel import TunnelDeployer
+from tools.tests.deploy_fakes import (
     CLOUDFLARED_RULES,
     FLY_APP,
     FLYCTL_RULES,
@@ -30,15 +39,6 @@ from tests.deploy_fakes import (
     Rule,
     with_failure,
 )
-from tests.servers import Mailbox, free_port, settings_env
-from tests.support import PASSWORD
-from tools.deployers import DEPLOYERS
-from tools.deployers import tunnel as tunnel_module
-from tools.deployers.base import DeployState, Project, StepError, sha256, write_manifest
-from tools.deployers.fly import FlyDeployer, fly_manifest
-from tools.deployers.local import LocalDeployer, stop
-from tools.deployers.render import RenderDeployer, https_repository, render_manifest
-from tools.deployers.tunnel import TunnelDeployer
 
 FLY_STEPS = ["launch", "postgres", "attach", "redis", "secrets", "deploy"]
 # Fly app names and Render service names end up in DNS.

@@ -20,7 +20,13 @@ import pytest
 import questionary
 
 from app.core.config import Settings
-from tests.deploy_fakes import (
+from tests.servers import free_port, settings_env
+from tests.support import PASSWORD
+from tools import day_one, project
+from tools.deployers.base import Outcome
+from tools.deployers.fly import fly_manifest
+from tools.deployers.local import stop
+from tools.tests.deploy_fakes import (
     CLOUDFLARED_RULES,
     FLYCTL_RULES,
     REDIS_URL,
@@ -28,12 +34,6 @@ from tests.deploy_fakes import (
     FakeBin,
     with_failure,
 )
-from tests.servers import free_port, settings_env
-from tests.support import PASSWORD
-from tools import day_one, project
-from tools.deployers.base import Outcome
-from tools.deployers.fly import fly_manifest
-from tools.deployers.local import stop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
