@@ -22,6 +22,7 @@ from app.api.deps import (
     ThrottleDep,
     client_address,
 )
+from app.core.errors import raises
 from app.models import TokenPurpose
 from app.schemas.auth import (
     Accepted,
@@ -61,6 +62,7 @@ def token_pair(tokens: auth_service.Tokens, response: Response) -> TokenPair:
 
 
 @router.post("/register", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+@raises(auth_service.register)
 async def register(
     body: RegisterIn,
     request: Request,
@@ -85,6 +87,7 @@ async def register(
 
 
 @router.post("/login", response_model=TokenPair)
+@raises(auth_service.login)
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -105,6 +108,7 @@ async def login(
 
 
 @router.post("/refresh", response_model=TokenPair)
+@raises(auth_service.refresh)
 async def refresh(
     body: RefreshIn, response: Response, session: SessionDep, settings: SettingsDep
 ) -> TokenPair:
@@ -119,6 +123,7 @@ async def logout(body: RefreshIn, session: SessionDep) -> None:
 
 
 @router.post("/request-verify", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+@raises(auth_service.request_link)
 async def request_verify(
     body: EmailIn,
     request: Request,
@@ -138,11 +143,13 @@ async def request_verify(
 
 
 @router.post("/verify", status_code=status.HTTP_204_NO_CONTENT)
+@raises(auth_service.verify)
 async def verify(body: TokenIn, session: SessionDep) -> None:
     await auth_service.verify(session, body.token)
 
 
 @router.post("/request-reset", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+@raises(auth_service.request_link)
 async def request_reset(
     body: EmailIn,
     request: Request,
@@ -162,11 +169,13 @@ async def request_reset(
 
 
 @router.post("/reset", status_code=status.HTTP_204_NO_CONTENT)
+@raises(auth_service.reset)
 async def reset(body: ResetIn, session: SessionDep, jobs: JobsDep) -> None:
     await auth_service.reset(session, jobs, token=body.token, new_password=body.new_password)
 
 
 @router.post("/change-password", response_model=TokenPair)
+@raises(auth_service.change_password)
 async def change_password(
     body: ChangePasswordIn,
     user: CurrentUser,

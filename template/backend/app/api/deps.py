@@ -17,31 +17,60 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Depends, HTTPException, Query, Request, status
+from fastapi import BackgroundTasks, Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import as_utc
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.queue import Jobs
-from app.core.rate_limit import Throttle
+from app.core.errors import AppError, DatabaseUnavailableError, raises
+from app.core.queue import Jobs, QueueUnavailableError
+from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.rbac import Role
 from app.core.security import InvalidTokenError, decode_access_token
 from app.models import User
 from app.schemas.common import Paging
 from app.services import user_service
-from app.services.storage_service import Storage
+from app.services.storage_service import Storage, StorageUnavailableError
 
 logger = logging.getLogger("app.auth")
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
 
-UNAUTHORIZED = HTTPException(
-    status_code=status.HTTP_401_UNAUTHORIZED,
-    detail="Not authenticated",
-    headers={"WWW-Authenticate": "Bearer"},
-)
+
+class NotAuthenticatedError(AppError):
+    """No access token, or one that is invalid, expired or whose login has ended."""
+
+    status_code = 401
+    header_names = ("WWW-Authenticate",)
+
+    def __init__(self) -> None:
+        super().__init__("Not authenticated", headers={"WWW-Authenticate": "Bearer"})
+
+
+class UnverifiedError(AppError):
+    """The route needs a verified email address."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__("Verify your email address first (POST /api/v1/auth/request-verify).")
+
+
+class RoleRequiredError(AppError):
+    """The user's role does not allow the action."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__("Your role does not allow this action.")
+
+
+class StorageDisabledError(StorageUnavailableError):
+    """File storage is turned off (STORAGE_BACKEND=none)."""
+
+    public_message = "File storage is turned off (STORAGE_BACKEND=none)."
 
 
 def get_settings(request: Request) -> Settings:
@@ -49,11 +78,13 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+@raises(RateLimitedError)
 def get_throttle(request: Request) -> Throttle:
     throttle: Throttle = request.app.state.throttle
     return throttle
 
 
+@raises(DatabaseUnavailableError)
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # `async with`, not `async for` over a generator: an error raised in the route is
     # thrown into this dependency, and must reach the rollback at once.
@@ -61,17 +92,16 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+@raises(QueueUnavailableError)
 def get_jobs(request: Request, background: BackgroundTasks) -> Jobs:
     return Jobs(request.app.state.queue, background)
 
 
+@raises(StorageUnavailableError)
 def get_storage(request: Request) -> Storage:
     storage: Storage | None = request.app.state.storage
     if storage is None:
-        raise HTTPException(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="File storage is turned off (STORAGE_BACKEND=none).",
-        )
+        raise StorageDisabledError("STORAGE_BACKEND=none")
     return storage
 
 
@@ -84,38 +114,37 @@ JobsDep = Annotated[Jobs, Depends(get_jobs)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
+@raises(NotAuthenticatedError)
 async def get_current_user(
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     if token is None:
-        raise UNAUTHORIZED
+        raise NotAuthenticatedError
     try:
         claims = decode_access_token(token, settings)
     except InvalidTokenError:
-        raise UNAUTHORIZED from None
+        raise NotAuthenticatedError from None
     # The user, with the role, is read from the database on every request, together
     # with the login the token belongs to, in one query: a deactivation, role change,
     # logout or password change takes effect at once, whatever the token says.
     user = await user_service.active_user_in_session(session, claims.user_id, claims.session_id)
     if user is None:
-        raise UNAUTHORIZED
+        raise NotAuthenticatedError
     cutoff = user.tokens_valid_after
     if cutoff is not None and claims.issued_at < as_utc(cutoff).timestamp():
-        raise UNAUTHORIZED
+        raise NotAuthenticatedError
     return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+@raises(UnverifiedError)
 async def get_verified_user(user: CurrentUser) -> User:
     if not user.is_verified:
-        raise HTTPException(
-            status_code=status.HTTP_403_FORBIDDEN,
-            detail="Verify your email address first (POST /api/v1/auth/request-verify).",
-        )
+        raise UnverifiedError
     return user
 
 
@@ -130,12 +159,10 @@ def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
     """
     allowed = frozenset(roles)
 
+    @raises(RoleRequiredError)
     async def dependency(user: CurrentUser) -> User:
         if user.role not in allowed:
-            raise HTTPException(
-                status_code=status.HTTP_403_FORBIDDEN,
-                detail="Your role does not allow this action.",
-            )
+            raise RoleRequiredError
         return user
 
     return dependency

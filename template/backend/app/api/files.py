@@ -21,6 +21,7 @@ from app.api.deps import (
     StorageDep,
     VerifiedUser,
 )
+from app.core.errors import raises
 from app.models import File
 from app.schemas.file import FileOut, FilePage
 from app.services import file_service
@@ -43,11 +44,6 @@ UPLOAD_BODY = {
         },
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"description": "The file is larger than MAX_UPLOAD_BYTES"},
-    415: {"description": "Not multipart, or the file's content is not an accepted type"},
-    503: {"description": "Storage or the job queue is unreachable; nothing was stored"},
-}
 
 
 @router.post(
@@ -55,8 +51,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=FileOut,
     openapi_extra=UPLOAD_BODY,
-    responses=ERRORS,
 )
+@raises(file_service.upload)
 async def upload_file(
     request: Request,
     user: VerifiedUser,
@@ -84,6 +80,7 @@ async def list_files(user: CurrentUser, session: SessionDep, paging: PagingDep) 
     return FilePage.of(files, total, paging)
 
 
+@raises(file_service.visible_file)
 async def get_visible_file(file_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> File:
     return await file_service.visible_file(session, user, file_id)
 
@@ -124,12 +121,11 @@ DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
             },
         },
     },
-    404: {"description": "No such file (or not one you may act on), or its content is gone"},
-    503: {"description": "Storage is unreachable"},
 }
 
 
 @router.get("/{file_id}/download", response_class=Response, responses=DOWNLOAD_RESPONSES)
+@raises(file_service.content)
 async def download_file(
     file: VisibleFile, session: SessionDep, storage: StorageDep
 ) -> StreamingResponse:
@@ -148,5 +144,6 @@ async def download_file(
 
 
 @router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT)
+@raises(file_service.delete)
 async def delete_file(file: VisibleFile, session: SessionDep, storage: StorageDep) -> None:
     await file_service.delete(session, storage, file)

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from app.api.deps import CurrentUser, PagingDep, SessionDep, get_verified_user, require_roles
+from app.core.errors import raises
 from app.core.rbac import Role
 from app.models import User
 from app.schemas.user import RoleIn, UserOut, UserPage, UserUpdate
@@ -38,6 +39,7 @@ async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) ->
     return user
 
 
+@raises(user_service.get_user)
 async def get_target(user_id: uuid.UUID, session: SessionDep) -> User:
     return await user_service.get_user(session, user_id)
 
@@ -57,23 +59,27 @@ async def read_user(_: Manager, target: Target) -> User:
 
 
 @router.put("/{user_id}/role", response_model=UserOut, dependencies=manager_only)
+@raises(user_service.change_role)
 async def change_role(body: RoleIn, actor: Manager, target: Target, session: SessionDep) -> User:
     await user_service.change_role(session, actor, target, body.role)
     return target
 
 
 @router.post("/{user_id}/deactivate", response_model=UserOut, dependencies=manager_only)
+@raises(user_service.set_active)
 async def deactivate(actor: Manager, target: Target, session: SessionDep) -> User:
     await user_service.set_active(session, actor, target, active=False)
     return target
 
 
 @router.post("/{user_id}/activate", response_model=UserOut, dependencies=manager_only)
+@raises(user_service.set_active)
 async def activate(actor: Manager, target: Target, session: SessionDep) -> User:
     await user_service.set_active(session, actor, target, active=True)
     return target
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=manager_only)
+@raises(user_service.delete_user)
 async def delete_user(actor: Manager, target: Target, session: SessionDep) -> None:
     await user_service.delete_user(session, actor, target)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +40,8 @@ class AppError(Exception):
     code: str | None = None
     # Refusals are part of normal traffic; subclasses an operator must see log higher.
     log_level = logging.INFO
+    # The headers the answer carries, for the API document.
+    header_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -54,6 +56,8 @@ class AppError(Exception):
 
 
 class NotFoundError(AppError):
+    """The thing named in the path does not exist, or is not one the caller may see."""
+
     status_code = 404
 
 
@@ -63,12 +67,43 @@ class ServiceUnavailableError(AppError):
 
     status_code = 503
     log_level = logging.ERROR
+    header_names = ("Retry-After",)
     retry_after = 30
     public_message = "A service the app needs is unreachable; try again soon."
 
     def __init__(self, reason: str) -> None:
         headers = {"Retry-After": str(self.retry_after)}
         super().__init__(self.public_message, headers=headers, reason=reason)
+
+
+Declared = TypeVar("Declared", bound=Callable[..., Any])
+
+
+def raises(*sources: type[AppError] | Callable[..., Any]) -> Callable[[Declared], Declared]:
+    """Declare the AppErrors a function may raise: error classes, or functions declared
+    so themselves (a route names the service functions it calls).
+
+    The API document lists, for each operation, the errors its route and every
+    dependency it uses declare (app/api/openapi.py), so they are written down once, next
+    to the code that raises them.
+    """
+
+    def declare(function: Declared) -> Declared:
+        errors = list(declared_errors(function))
+        for source in sources:
+            if isinstance(source, type) and issubclass(source, AppError):
+                errors.append(source)
+            else:
+                errors.extend(declared_errors(source))
+        vars(function)["raises"] = tuple(dict.fromkeys(errors))
+        return function
+
+    return declare
+
+
+def declared_errors(function: object) -> Iterable[type[AppError]]:
+    errors: tuple[type[AppError], ...] = getattr(function, "raises", ())
+    return errors
 
 
 class ErrorDetail(BaseModel):
@@ -119,7 +154,28 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
 # connection exceptions (08), insufficient resources such as too many connections (53),
 # operator intervention such as a shutdown or restart in progress (57).
 UNREACHABLE_SQLSTATE_CLASSES = ("08", "53", "57")
-DATABASE_UNREACHABLE = "The database is unreachable; try again soon."
+
+
+class InvalidRequestError(AppError):
+    """The request's parameters or body do not match the operation; `details` lists each
+    field and what is wrong with it."""
+
+    status_code = 422
+    code = "validation_error"
+    public_message = "The request is invalid; see details."
+
+
+class MalformedBodyError(AppError):
+    """The body cannot be read as the type it declares: not UTF-8, not JSON, not the form
+    it names. FastAPI answers it before the request reaches the route."""
+
+    status_code = 400
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database cannot be reached; the request changed nothing."""
+
+    public_message = "The database is unreachable; try again soon."
 
 
 def database_unreachable(exc: Exception) -> bool:
@@ -145,9 +201,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_exception(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(
-            422,
-            "The request is invalid; see details.",
-            code="validation_error",
+            InvalidRequestError.status_code,
+            InvalidRequestError.public_message,
+            code=InvalidRequestError.code,
             details=validation_details(exc),
         )
 
@@ -168,8 +224,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         if not database_unreachable(exc):
             return await unhandled_exception(request, exc)
-        logger.error("Database unreachable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, DATABASE_UNREACHABLE, headers={"Retry-After": "30"})
+        return await app_error(request, DatabaseUnavailableError(str(exc)))
 
     for error_class in (DBAPIError, ConnectionError, TimeoutError, socket.gaierror):
         app.add_exception_handler(error_class, database_error)

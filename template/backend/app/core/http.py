@@ -13,7 +13,7 @@ from collections.abc import Collection
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import error_response
+from app.core.errors import AppError, error_response
 
 # The JSON API renders nothing and runs nothing, so its pages may load nothing, and no
 # site may frame them.
@@ -83,13 +83,31 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class RequestTooLargeError(AppError):
+    """The request body is larger than MAX_REQUEST_BODY_BYTES (for uploads,
+    MAX_UPLOAD_BYTES)."""
+
+    status_code = 413
+
+
+class HeadersTooLargeError(AppError):
+    """The request's headers are larger than MAX_HEADER_BYTES, or one is longer than a
+    line may be."""
+
+    status_code = 431
+
+
 class BodyTooLarge(HTTPException):
     """Raised while the app reads the body, so that it unwinds like any HTTP error and is
     answered by the app's own handler in the one error envelope. `Connection: close`
     makes the server drop the connection instead of reading the rest of the body."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, too_large_message(limit), headers={"Connection": "close"})
+        super().__init__(
+            RequestTooLargeError.status_code,
+            too_large_message(limit),
+            headers={"Connection": "close"},
+        )
 
 
 def too_large_message(limit: int) -> str:
@@ -152,7 +170,9 @@ class RequestLimits:
             len(content_length) > 18 or int(content_length) > self.max_body_bytes
         ):
             response = error_response(
-                413, too_large_message(self.max_body_bytes), headers={"Connection": "close"}
+                RequestTooLargeError.status_code,
+                too_large_message(self.max_body_bytes),
+                headers={"Connection": "close"},
             )
             await response(scope, receive, send)
             return
@@ -174,5 +194,7 @@ class RequestLimits:
     async def refuse_headers(
         self, message: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        response = error_response(431, message, headers={"Connection": "close"})
+        response = error_response(
+            HeadersTooLargeError.status_code, message, headers={"Connection": "close"}
+        )
         await response(scope, receive, send)

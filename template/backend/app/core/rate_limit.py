@@ -32,6 +32,7 @@ class RateLimitedError(AppError):
 
     status_code = 429
     log_level = logging.WARNING
+    header_names = ("Retry-After",)
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(

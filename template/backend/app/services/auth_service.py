@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.emails import email_problem, normalise_email
-from app.core.errors import AppError
-from app.core.queue import Jobs
-from app.core.rate_limit import Throttle
+from app.core.errors import AppError, raises
+from app.core.queue import Jobs, QueueUnavailableError
+from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.security import (
     burn_password_check,
     create_access_token,
@@ -46,12 +46,15 @@ class BadCredentialsError(AppError):
     that login does not reveal which accounts exist."""
 
     status_code = 401
+    header_names = ("WWW-Authenticate",)
 
     def __init__(self) -> None:
         super().__init__("Incorrect email or password.", headers={"WWW-Authenticate": "Bearer"})
 
 
 class InvalidRefreshTokenError(AppError):
+    """The refresh token is unknown, used, revoked or expired."""
+
     status_code = 401
 
     def __init__(self) -> None:
@@ -72,6 +75,8 @@ class UnacceptableInputError(AppError):
 
 
 class WrongPasswordError(AppError):
+    """The current password given to change it is not the account's."""
+
     status_code = 400
 
     def __init__(self) -> None:
@@ -127,6 +132,7 @@ def _check_new_password(password: str, email: str) -> None:
         raise UnacceptableInputError(problem)
 
 
+@raises(UnacceptableInputError, RateLimitedError, QueueUnavailableError)
 async def register(
     session: AsyncSession,
     settings: Settings,
@@ -161,6 +167,7 @@ async def register(
     await jobs.enqueue(send_email_job(message))
 
 
+@raises(BadCredentialsError, RateLimitedError)
 async def login(
     session: AsyncSession,
     settings: Settings,
@@ -195,6 +202,7 @@ async def login(
     return _tokens(user, await token_service.start_family(session, user.id, settings), settings)
 
 
+@raises(InvalidRefreshTokenError)
 async def refresh(session: AsyncSession, settings: Settings, refresh_token: str) -> Tokens:
     try:
         issued = await token_service.rotate(session, refresh_token)
@@ -216,6 +224,7 @@ async def logout(session: AsyncSession, refresh_token: str) -> None:
         await token_service.revoke_family(session, family.id)
 
 
+@raises(RateLimitedError, QueueUnavailableError)
 async def request_link(
     settings: Settings,
     throttle: Throttle,
@@ -231,6 +240,7 @@ async def request_link(
     await jobs.enqueue(account_service.send_account_link_job(email, purpose))
 
 
+@raises(InvalidLinkError)
 async def verify(session: AsyncSession, token: str) -> None:
     record = await token_service.consume_one_time_token(session, token, TokenPurpose.VERIFY_EMAIL)
     if record is None:
@@ -245,6 +255,7 @@ async def verify(session: AsyncSession, token: str) -> None:
     logger.info("Email verified for user %s", user.id)
 
 
+@raises(InvalidLinkError, UnacceptableInputError, QueueUnavailableError)
 async def reset(session: AsyncSession, jobs: Jobs, *, token: str, new_password: str) -> None:
     # The token is looked at before it is spent, so that a password refused for being
     # weak leaves the link usable for a second try.
@@ -263,6 +274,7 @@ async def reset(session: AsyncSession, jobs: Jobs, *, token: str, new_password: 
     logger.info("Password reset for user %s", user.id)
 
 
+@raises(WrongPasswordError, UnacceptableInputError, RateLimitedError, QueueUnavailableError)
 async def change_password(
     session: AsyncSession,
     settings: Settings,

@@ -22,12 +22,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
-from app.core.errors import NotFoundError
+from app.core.errors import NotFoundError, raises
 from app.core.queue import JobCall, Jobs, QueueUnavailableError, final_attempt, job_settings
 from app.core.rbac import manages
 from app.models import File, FileStatus, User
-from app.services.storage_service import ObjectMissingError, Storage, create_storage
-from app.services.upload_service import check_declared_length, multipart_boundary, receive_upload
+from app.services.storage_service import (
+    ObjectMissingError,
+    Storage,
+    StorageUnavailableError,
+    create_storage,
+)
+from app.services.upload_service import (
+    MalformedUploadError,
+    UnsupportedFileTypeError,
+    UploadTooLargeError,
+    check_declared_length,
+    multipart_boundary,
+    receive_upload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +58,7 @@ async def list_own(
     return files.all(), total or 0
 
 
+@raises(NotFoundError)
 async def visible_file(session: AsyncSession, user: User, file_id: uuid.UUID) -> File:
     """The file, if `user` may act on it; NotFoundError otherwise, as for no file."""
     # The owner's role comes with the file, in one query.
@@ -62,6 +75,13 @@ async def visible_file(session: AsyncSession, user: User, file_id: uuid.UUID) ->
     return file
 
 
+@raises(
+    UploadTooLargeError,
+    UnsupportedFileTypeError,
+    MalformedUploadError,
+    StorageUnavailableError,
+    QueueUnavailableError,
+)
 async def upload(
     session: AsyncSession,
     jobs: Jobs,
@@ -102,6 +122,7 @@ async def upload(
     return file
 
 
+@raises(ObjectMissingError, StorageUnavailableError)
 async def content(session: AsyncSession, storage: Storage, file: File) -> Iterator[bytes]:
     """The file's bytes, a chunk at a time, so memory stays flat however large it is.
 
@@ -116,6 +137,7 @@ async def content(session: AsyncSession, storage: Storage, file: File) -> Iterat
     return itertools.chain((first,), chunks)
 
 
+@raises(StorageUnavailableError)
 async def delete(session: AsyncSession, storage: Storage, file: File) -> None:
     # The object goes first: if storage fails, the row stays and the delete can be
     # tried again, rather than leaving an object nothing refers to.

@@ -39,14 +39,20 @@ class UploadError(AppError):
 
 
 class UploadTooLargeError(UploadError):
+    """The file is larger than MAX_UPLOAD_BYTES."""
+
     status_code = 413
 
 
 class UnsupportedFileTypeError(UploadError):
+    """Not multipart, or the file's content is not an accepted type."""
+
     status_code = 415
 
 
 class MalformedUploadError(UploadError):
+    """The multipart body is malformed or has no file field."""
+
     status_code = 422
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import to_millisecond, utcnow
-from app.core.errors import AppError, NotFoundError
+from app.core.errors import AppError, NotFoundError, raises
 from app.core.rbac import Role, manages
 from app.core.security import hash_password
 from app.models import RefreshTokenFamily, TokenPurpose, User
@@ -110,6 +110,7 @@ def _check_authority(actor: User, target: User) -> None:
     raise PolicyError("Admins manage members only; ask an owner.")
 
 
+@raises(PolicyError, LastOwnerError)
 async def change_role(session: AsyncSession, actor: User, target: User, role: Role) -> None:
     if actor.id == target.id:
         raise PolicyError("You cannot change your own role; another owner has to.")
@@ -132,6 +133,7 @@ async def change_role(session: AsyncSession, actor: User, target: User, role: Ro
     )
 
 
+@raises(PolicyError, LastOwnerError)
 async def set_active(session: AsyncSession, actor: User, target: User, *, active: bool) -> None:
     _check_authority(actor, target)
     if target.is_active is active:
@@ -146,6 +148,7 @@ async def set_active(session: AsyncSession, actor: User, target: User, *, active
     )
 
 
+@raises(PolicyError, LastOwnerError)
 async def delete_user(session: AsyncSession, actor: User, target: User) -> None:
     _check_authority(actor, target)
     await _guard_last_owner(session, target)
@@ -154,6 +157,7 @@ async def delete_user(session: AsyncSession, actor: User, target: User) -> None:
     logger.info("User %s deleted by user %s", target.id, actor.id)
 
 
+@raises(NotFoundError)
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await session.get(User, user_id)
     if user is None:

@@ -1,0 +1,109 @@
+"""The API document a frontend builds on: stable operation ids, and for every operation
+each status it can answer, errors in the one envelope, and nothing it cannot answer."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+# Generated clients name their functions after these: changing one breaks every client,
+# so each change is a decision made here.
+OPERATION_IDS = {
+    ("GET", "/health"): "health-liveness",
+    ("GET", "/health/ready"): "health-readiness",
+    ("POST", "/api/v1/auth/register"): "auth-register",
+    ("POST", "/api/v1/auth/login"): "auth-login",
+    ("POST", "/api/v1/auth/refresh"): "auth-refresh",
+    ("POST", "/api/v1/auth/logout"): "auth-logout",
+    ("POST", "/api/v1/auth/request-verify"): "auth-request-verify",
+    ("POST", "/api/v1/auth/verify"): "auth-verify",
+    ("POST", "/api/v1/auth/request-reset"): "auth-request-reset",
+    ("POST", "/api/v1/auth/reset"): "auth-reset",
+    ("POST", "/api/v1/auth/change-password"): "auth-change-password",
+    ("GET", "/api/v1/users/me"): "users-read-me",
+    ("PATCH", "/api/v1/users/me"): "users-update-me",
+    ("GET", "/api/v1/users"): "users-list",
+    ("GET", "/api/v1/users/{user_id}"): "users-read",
+    ("DELETE", "/api/v1/users/{user_id}"): "users-delete",
+    ("PUT", "/api/v1/users/{user_id}/role"): "users-change-role",
+    ("POST", "/api/v1/users/{user_id}/deactivate"): "users-deactivate",
+    ("POST", "/api/v1/users/{user_id}/activate"): "users-activate",
+    ("POST", "/api/v1/files"): "files-upload",
+    ("GET", "/api/v1/files"): "files-list",
+    ("GET", "/api/v1/files/{file_id}"): "files-read",
+    ("DELETE", "/api/v1/files/{file_id}"): "files-delete",
+    ("GET", "/api/v1/files/{file_id}/download"): "files-download",
+}
+ENVELOPE = {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def operations(app: FastAPI) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): operation
+        for path, methods in app.openapi()["paths"].items()
+        for method, operation in methods.items()
+    }
+
+
+def statuses(app: FastAPI, method: str, path: str) -> set[str]:
+    return set(operations(app)[(method, path)]["responses"])
+
+
+def test_operation_ids_are_the_chosen_ones(app: FastAPI) -> None:
+    found = {key: operation["operationId"] for key, operation in operations(app).items()}
+    assert found == OPERATION_IDS
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)+", name) for name in found.values())
+
+
+def test_every_error_is_documented_in_the_envelope_with_its_codes(app: FastAPI) -> None:
+    for key, operation in operations(app).items():
+        for status, response in operation["responses"].items():
+            if not status.startswith(("4", "5")) or key == ("GET", "/health/ready"):
+                continue
+            assert response["content"]["application/json"]["schema"] == ENVELOPE, (key, status)
+            # Each code the answer can carry is listed, with what it means.
+            assert re.search(r"^- `[a-z_]+`: \S", response["description"], re.M), (key, status)
+    assert "HTTPValidationError" not in app.openapi()["components"]["schemas"]
+
+
+def test_each_dependency_adds_the_statuses_it_can_answer(app: FastAPI) -> None:
+    # No input, no 422; nothing but the request limits can refuse a liveness probe.
+    assert statuses(app, "GET", "/health") == {"200", "431"}
+    # Authentication 401, a role 403, the path's id 404, parameters 422, the database 503.
+    assert {"401", "403", "404", "422", "503"} <= statuses(app, "GET", "/api/v1/users/{user_id}")
+    # Without a role or an id, neither 403 nor 404.
+    assert not {"403", "404"} & statuses(app, "GET", "/api/v1/users/me")
+    # Throttles 429 with Retry-After; the service's own refusals.
+    login = operations(app)[("POST", "/api/v1/auth/login")]["responses"]
+    assert {"401", "413", "422", "429"} <= set(login)
+    assert "Retry-After" in login["429"]["headers"]
+    assert "WWW-Authenticate" in login["401"]["headers"]
+    # The last owner is a conflict; uploads have their own limits and types.
+    assert "409" in statuses(app, "PUT", "/api/v1/users/{user_id}/role")
+    assert {"413", "415", "503"} <= statuses(app, "POST", "/api/v1/files")
+    assert "Retry-After" in operations(app)[("GET", "/api/v1/files")]["responses"]["503"]["headers"]
+
+
+async def test_the_answers_to_anonymous_and_malformed_requests_are_documented(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """What the app really answers, for every operation, is a status its document lists."""
+    for (method, path), operation in operations(app).items():
+        concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+        documented = set(operation["responses"])
+        for body in ({}, {"unexpected": "x" * 10}):
+            response = await client.request(method, concrete, json=body)
+            assert str(response.status_code) in documented, (method, path, response.text)
+        # Bytes that are not JSON, let alone UTF-8.
+        garbled = await client.request(
+            method, concrete, content=b"\xff{", headers={"Content-Type": "application/json"}
+        )
+        assert str(garbled.status_code) in documented, (method, path, garbled.text)
+        wrong_id = re.sub(r"\{[^}]+\}", "not-a-uuid", path)
+        if wrong_id != path:
+            response = await client.request(method, wrong_id)
+            assert str(response.status_code) in operation["responses"], (method, path)
