@@ -7,6 +7,7 @@ expressions inside copier.yml.
 
 from __future__ import annotations
 
+import json
 import keyword
 import re
 import runpy
@@ -46,6 +47,25 @@ def slugify(value: str) -> str:
     if slug and slug[0].isdigit():
         slug = f"app_{slug}"
     return slug
+
+
+def text_error(value: str, what: str) -> str:
+    """Say what is wrong with free text the template writes into code and manifests
+    (Python and TOML strings, the API document), or return an empty string."""
+    if not value.strip():
+        return f"{what} cannot be empty."
+    if '"' in value or "\\" in value or any(unicodedata.category(char) == "Cc" for char in value):
+        return (
+            f"{what} cannot hold a double quote, a backslash or a control character: "
+            "it is written into Python and TOML strings as it is."
+        )
+    return ""
+
+
+def json_string(value: str) -> str:
+    """`value` as a JSON string, written as `json.dumps(..., ensure_ascii=False)` writes it
+    (Jinja's own tojson escapes more, for HTML)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def distribution_name(slug: str) -> str:
@@ -227,6 +247,8 @@ class DayoneExtension(Extension):
         environment.filters["slugify"] = slugify
         environment.filters["slug_error"] = slug_error
         environment.filters["distribution_name"] = distribution_name
+        environment.filters["json_string"] = json_string
+        environment.filters["text_error"] = text_error
         environment.filters["email_error"] = email_error
         globals_: dict[str, Any] = environment.globals
         globals_["git_user_name"] = git_config("user.name")

@@ -47,6 +47,9 @@ def copier_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("author_email=nope", "'nope' is not a valid email address"),
         ("owner_email=owner@localhost", "'owner@localhost' is not a valid email address"),
         ("project_name=  ", "The project name cannot be empty"),
+        # Written into Python and TOML strings as they are.
+        ('project_name=Acme "Billing"', "The project name cannot hold a double quote"),
+        ("description=Billing\\API", "The description cannot hold a double quote, a backslash"),
     ],
 )
 def test_a_bad_answer_fails_with_its_reason_and_writes_nothing(

@@ -29,6 +29,7 @@ from update_support import (
     copier,
     copier_env,
     generate,
+    replace_line,
     report_rows,
     status,
     tag,
@@ -36,6 +37,7 @@ from update_support import (
     versioned_template,
 )
 
+API_DOCUMENT_TEMPLATE = "openapi.json.jinja"
 RBAC = "backend/app/core/rbac.py"  # both sides change its first line: a conflict
 ERRORS = "backend/app/core/errors.py"  # the template's first line, the user's last: merges
 DB_MODULE = "backend/app/core/db.py"  # only the template changes it
@@ -77,6 +79,8 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Versions:
     with (source / PRE_COMMIT).open("a", encoding="utf-8") as config:
         config.write("# Template v2 checks more.\n")
     (source / FLAGS).write_text(FLAGS_SOURCE, encoding="utf-8")
+    # The API document changes with the code: the report says to write it again.
+    replace_line(source / API_DOCUMENT_TEMPLATE, '    "version": "0.1.0"', '    "version": "0.2.0"')
     migration = add_nickname_column(repo)
     commit(repo, "template v2")
     tag(repo, "v2")
@@ -161,6 +165,7 @@ def test_git_status_shows_the_promised_state(updated: Updated, versions: Version
         ERRORS: " M",
         DB_MODULE: " M",
         USER_MODEL: " M",
+        "openapi.json": " M",
         DOCKERIGNORE: " D",
         f"{RBAC}.new": "??",
         FLAGS: "??",
@@ -195,6 +200,7 @@ def test_the_report_lists_every_outcome(updated: Updated, versions: Versions) ->
         ("added", versions.migration),
         ("updated", DB_MODULE),
         ("updated", USER_MODEL),
+        ("updated", "openapi.json"),
         ("merged", ERRORS),
         ("conflict (.new)", RBAC),
         ("kept", LICENSE),
@@ -203,6 +209,7 @@ def test_the_report_lists_every_outcome(updated: Updated, versions: Versions) ->
     }
     text = (updated.project / REPORT).read_text(encoding="utf-8")
     assert "template 1 → 2" in text
+    assert "`uv run --directory backend python -m app.cli openapi` and commit" in text
     assert f"your version kept; the template's version is in {RBAC}.new" in text
     assert "removed by the template, modified by you: kept" in text
     assert f"diff -u {RBAC} {RBAC}.new" in text

@@ -59,6 +59,16 @@ def version_label(env_name: str, fallback: str | None) -> str:
     return os.environ.get(env_name) or fallback or "unknown"
 
 
+# The API document the project commits is written from its code, which the update may
+# have changed on both sides: whatever the merge made of it, the code has the last word.
+API_DOCUMENT = "openapi.json"
+API_DOCUMENT_NOTICE = (
+    "openapi.json is written from the code: once the update's files are settled, run "
+    "`uv run --directory backend python -m app.cli openapi` and commit the result (CI "
+    "checks that it matches)."
+)
+
+
 def run_update(project: Path, template: str, answers_file: str, strict: bool) -> Outcome:
     """Settle the tree `copier update` left; the caller reports the outcome (`finish`)."""
     git = Git(project)
@@ -101,6 +111,8 @@ def run_update(project: Path, template: str, answers_file: str, strict: bool) ->
         resolve_update(project, git, renders, outcome, answers_file, settled)
         if sides:
             settle_lock(project, git, sides, outcome)
+        if any(entry.path == API_DOCUMENT for entry in outcome.entries):
+            outcome.warnings.append(API_DOCUMENT_NOTICE)
     finally:
         renders.cleanup()
     return outcome

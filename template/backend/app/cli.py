@@ -6,6 +6,8 @@ python -m app.cli check-email                      # would create-owner take the
 python -m app.cli migrate                          # upgrade the database, say what changed
 python -m app.cli owner                            # the active owner; exit 3 if none
 python -m app.cli owner --json                     # {"owner": EMAIL or null}, for scripts
+python -m app.cli openapi                          # write the API document, openapi.json
+python -m app.cli openapi --check                  # exit 1 when openapi.json is out of date
 
 The last two give setup scripts (tools/day_one.py) a plain answer to "what changed?";
 check-email lets them refuse a bad owner email before they ask for a password.
@@ -21,12 +23,13 @@ import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings, get_settings
+from app.core.config import PROJECT_DIR, Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.emails import normalise_email
 from app.core.migrations import current_revision, head_revision, upgrade_to_head
@@ -127,6 +130,33 @@ def migrate(settings: Settings) -> str:
     return f"Migrated the database from {before or 'an empty schema'} to revision {head}."
 
 
+# The API document the project commits, for the frontends and clients built on it.
+OPENAPI_FILE = PROJECT_DIR / "openapi.json"
+OPENAPI_COMMAND = "uv run --directory backend python -m app.cli openapi"
+
+
+def openapi_document(settings: Settings) -> str:
+    """The app's OpenAPI document as the project commits it."""
+    # Imported here: building the app is needed by this command alone.
+    from app.main import create_app
+
+    document = create_app(settings).openapi()
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_openapi(settings: Settings, path: Path, *, check: bool) -> str:
+    document = openapi_document(settings)
+    if check:
+        if not path.is_file() or path.read_text(encoding="utf-8") != document:
+            raise CommandError(
+                f"{path.name} does not match the code; write it again with `{OPENAPI_COMMAND}` "
+                "and commit it."
+            )
+        return f"{path.name} matches the code."
+    path.write_text(document, encoding="utf-8")
+    return f"Wrote {path}."
+
+
 def normalised_email(settings: Settings, given: str | None) -> str:
     """The owner's address, from --email or OWNER_EMAIL, by the rule the API applies; in
     production a special-use domain is refused, since it cannot receive mail."""
@@ -182,9 +212,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help='print {"owner": EMAIL} or {"owner": null} and exit 0 either way (for scripts)',
     )
+    document = commands.add_parser(
+        "openapi", help="write the API document (openapi.json at the project root)"
+    )
+    document.add_argument(
+        "--output", type=Path, default=OPENAPI_FILE, help=f"where to (default: {OPENAPI_FILE})"
+    )
+    document.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 when the file differs from what the code would write",
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     try:
+        if args.command == "openapi":
+            print(write_openapi(settings, args.output, check=args.check))
+            return 0
         if args.command == "migrate":
             print(migrate(settings))
             return 0

@@ -19,9 +19,10 @@ LAYERS = {
     "app.services": 2,
     "app.api": 3,
     "app.worker": 3,
-    "app.cli": 4,
     "app.main": 4,
-    "app.__main__": 4,
+    # The command lines: `python -m app` serves app.main; app.cli builds it for openapi.
+    "app.cli": 5,
+    "app.__main__": 5,
 }
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+
+from app import cli
 
 # Generated clients name their functions after these: changing one breaks every client,
 # so each change is a decision made here.
@@ -84,6 +88,9 @@ def test_each_dependency_adds_the_statuses_it_can_answer(app: FastAPI) -> None:
     assert "WWW-Authenticate" in login["401"]["headers"]
     # The last owner is a conflict; uploads have their own limits and types.
     assert "409" in statuses(app, "PUT", "/api/v1/users/{user_id}/role")
+    # Activating cannot take away the last owner, so it cannot answer 409.
+    assert "409" in statuses(app, "POST", "/api/v1/users/{user_id}/deactivate")
+    assert "409" not in statuses(app, "POST", "/api/v1/users/{user_id}/activate")
     assert {"413", "415", "503"} <= statuses(app, "POST", "/api/v1/files")
     assert "Retry-After" in operations(app)[("GET", "/api/v1/files")]["responses"]["503"]["headers"]
 
@@ -107,3 +114,21 @@ async def test_the_answers_to_anonymous_and_malformed_requests_are_documented(
         if wrong_id != path:
             response = await client.request(method, wrong_id)
             assert str(response.status_code) in operation["responses"], (method, path)
+
+
+def test_the_committed_document_is_what_the_code_serves(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["openapi", "--check"]) == 0, capsys.readouterr().err
+    assert "openapi.json matches the code." in capsys.readouterr().out
+
+
+def test_a_stale_document_is_refused_with_the_command_that_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = tmp_path / "openapi.json"
+    stale.write_text("{}\n", encoding="utf-8")
+    assert cli.main(["openapi", "--check", "--output", str(stale)]) == 1
+    assert cli.OPENAPI_COMMAND in capsys.readouterr().err
+    assert cli.main(["openapi", "--output", str(stale)]) == 0
+    assert cli.main(["openapi", "--check", "--output", str(stale)]) == 0

@@ -73,7 +73,8 @@ async def deactivate(actor: Manager, target: Target, session: SessionDep) -> Use
 
 
 @router.post("/{user_id}/activate", response_model=UserOut, dependencies=manager_only)
-@raises(user_service.set_active)
+# Activating never takes away the last owner: PolicyError (403) alone, not its 409.
+@raises(user_service.PolicyError)
 async def activate(actor: Manager, target: Target, session: SessionDep) -> User:
     await user_service.set_active(session, actor, target, active=True)
     return target
