@@ -10,6 +10,7 @@ from httpx import ASGITransport, AsyncClient
 from pydantic import BaseModel, Field
 
 from app.core.config import Settings
+from app.core.errors import error_code
 from app.main import create_app
 
 
@@ -99,3 +100,11 @@ async def test_openapi_docs_are_served(demo_client: AsyncClient) -> None:
     assert docs.status_code == 200
     schema = (await demo_client.get("/openapi.json")).json()
     assert "/health/ready" in schema["paths"]
+
+
+def test_error_codes_are_the_same_on_every_python() -> None:
+    # Python 3.13 took RFC 9110's names for these; the codes clients read do not move.
+    assert error_code(413) == "content_too_large"
+    assert error_code(422) == "unprocessable_content"
+    assert error_code(404) == "not_found"
+    assert error_code(599) == "error"

@@ -116,12 +116,24 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+# RFC 9110's names for the statuses it renamed, which Python adopted only in 3.13: a code
+# must not change with the interpreter a project runs on.
+RFC_9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
 def error_code(status_code: int) -> str:
     """`404` -> `not_found`: a stable machine-readable code derived from the status."""
-    try:
-        phrase = HTTPStatus(status_code).phrase
-    except ValueError:
-        return "error"
+    phrase = RFC_9110_PHRASES.get(status_code)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(status_code).phrase
+        except ValueError:
+            return "error"
     return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
 
 
