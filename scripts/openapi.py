@@ -16,24 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from copier import run_copy
+from shipped import TEMPLATE_DIR, refuse_jinja, render_working_tree, ship
 from uv import find_uv_bin
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 DOCUMENT_TEMPLATE = TEMPLATE_DIR / "template" / "openapi.json.jinja"
 ANSWERS = {"project_name": "My App", "description": "The My App backend API."}
-JINJA_DELIMITERS = re.compile(r"\{[{%#]")
 
 
 def as_template(document: str) -> str:
-    if JINJA_DELIMITERS.search(document):
-        raise SystemExit("the document holds a Jinja delimiter; it cannot be shipped as it is")
+    refuse_jinja(document, "the document")
     for key, answer in (("title", "project_name"), ("description", "description")):
         line = f"    {json.dumps(key)}: {json.dumps(ANSWERS[answer], ensure_ascii=False)},\n"
         if document.count(line) != 1:
@@ -45,17 +41,7 @@ def as_template(document: str) -> str:
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dayone-openapi-") as scratch:
-        project = Path(scratch) / "project"
-        run_copy(
-            str(TEMPLATE_DIR),
-            str(project),
-            data={**ANSWERS, "init_git": False},
-            defaults=True,
-            unsafe=True,
-            skip_tasks=True,
-            quiet=True,
-            vcs_ref="HEAD",
-        )
+        project = render_working_tree(Path(scratch) / "project", ANSWERS)
         output = project / "openapi.json"
         env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
         command = [find_uv_bin(), "run", "--directory", str(project / "backend"), "python"]
@@ -63,11 +49,7 @@ def main() -> int:
         result = subprocess.run(command, env=env, check=False)
         if result.returncode != 0:
             return result.returncode
-        template = as_template(output.read_text(encoding="utf-8"))
-    previous = DOCUMENT_TEMPLATE.read_text(encoding="utf-8") if DOCUMENT_TEMPLATE.exists() else ""
-    DOCUMENT_TEMPLATE.write_text(template, encoding="utf-8")
-    state = "unchanged" if template == previous else "written"
-    print(f"{DOCUMENT_TEMPLATE.relative_to(TEMPLATE_DIR)}: {state}")
+        ship(DOCUMENT_TEMPLATE, as_template(output.read_text(encoding="utf-8")))
     return 0
 
 

@@ -18,45 +18,25 @@ pyproject.toml.jinja have drifted apart, and says to run this.
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from copier import run_copy
+from shipped import TEMPLATE_DIR, refuse_jinja, render_working_tree, ship
 from uv import find_uv_bin
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 LOCK_TEMPLATE = TEMPLATE_DIR / "template" / "backend" / "uv.lock.jinja"
 # The answers the lock is resolved with: the lowest Python the questionnaire offers (a lock
 # for >=3.11 covers the newer ones too) and the default slug, whose name is replaced.
 ANSWERS = {"project_name": "My App", "project_slug": "my_app", "python_version": "3.11"}
 REQUIRES_PYTHON = 'requires-python = ">=3.11"\n'
 PROJECT_BLOCK = '[[package]]\nname = "my-app"\nversion = "0.1.0"\nsource = { virtual = "." }\n'
-JINJA_DELIMITERS = re.compile(r"\{[{%#]")
-
-
-def render(destination: Path) -> Path:
-    """The template's working tree rendered with ANSWERS; returns its backend/."""
-    run_copy(
-        str(TEMPLATE_DIR),
-        str(destination),
-        data={**ANSWERS, "init_git": False},
-        defaults=True,
-        unsafe=True,
-        skip_tasks=True,
-        quiet=True,
-        # The working tree, uncommitted changes included, rather than the newest tag.
-        vcs_ref="HEAD",
-    )
-    return destination / "backend"
 
 
 def as_template(lock: str) -> str:
     """The lock with its answer-dependent lines as Jinja; fails on anything unexpected."""
-    if JINJA_DELIMITERS.search(lock):
-        raise SystemExit("uv.lock holds a Jinja delimiter; it cannot be shipped as it is")
+    refuse_jinja(lock, "uv.lock")
     for line in (REQUIRES_PYTHON, PROJECT_BLOCK):
         if lock.count(line) != 1:
             raise SystemExit(f"expected exactly one {line.splitlines()[0]!r} in uv.lock")
@@ -80,18 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dayone-relock-") as scratch:
-        backend = render(Path(scratch) / "project")
+        backend = render_working_tree(Path(scratch) / "project", ANSWERS) / "backend"
         command = [find_uv_bin(), "lock", *(["--upgrade"] if args.upgrade else [])]
         command += [f"--upgrade-package={package}" for package in args.upgrade_package]
         result = subprocess.run(command, cwd=backend, check=False)
         if result.returncode != 0:
             return result.returncode
         lock = (backend / "uv.lock").read_text(encoding="utf-8")
-    template = as_template(lock)
-    previous = LOCK_TEMPLATE.read_text(encoding="utf-8") if LOCK_TEMPLATE.exists() else ""
-    LOCK_TEMPLATE.write_text(template, encoding="utf-8")
-    state = "unchanged" if template == previous else "written"
-    print(f"{LOCK_TEMPLATE.relative_to(TEMPLATE_DIR)}: {state}")
+    ship(LOCK_TEMPLATE, as_template(lock))
     return 0
 
 

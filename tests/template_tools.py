@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -147,3 +148,24 @@ class ProjectEnv:
                 f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
             )
         return result
+
+
+def maintainer_command(command: str, clone: Path, timeout: float = 600) -> str:
+    """Run `command`, a line of the template README's sh blocks, in a fresh clone of the
+    template's working tree, as a maintainer would; fail unless the README gives it as it
+    is and it succeeds. Returns what it printed."""
+    readme = (TEMPLATE_DIR / "README.md").read_text(encoding="utf-8").splitlines()
+    assert command in [line.split("  #")[0].strip() for line in readme], command
+    subprocess.run(["git", "clone", "--quiet", str(template_snapshot()), str(clone)], check=True)
+    # `uv run` through the uv of the test dependencies, whether or not one is on PATH.
+    argv = shlex.split(command)
+    result = subprocess.run(
+        [UV, *argv[1:]] if argv[0] == "uv" else argv,
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -43,6 +43,7 @@ also renders those scratch copies (`python -m copier`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .git import Git
@@ -67,6 +68,23 @@ API_DOCUMENT_NOTICE = (
     "`uv run --directory backend python -m app.cli openapi` and commit the result (CI "
     "checks that it matches)."
 )
+
+
+def resolve_with_lock(
+    project: Path,
+    git: Git,
+    renders: Renders,
+    template: str,
+    new_job: Job,
+    outcome: Outcome,
+    resolve: Callable[[frozenset[str]], None],
+) -> None:
+    """Settle the tree with `resolve`, leaving backend/uv.lock to its own step, which
+    re-resolves it instead of merging it (see `settle_lock`)."""
+    sides = lock_sides(project, git, renders, template, new_job)
+    resolve(frozenset({LOCK_FILE} if sides else ()))
+    if sides:
+        settle_lock(project, git, sides, outcome)
 
 
 def run_update(project: Path, template: str, answers_file: str, strict: bool) -> Outcome:
@@ -106,11 +124,15 @@ def run_update(project: Path, template: str, answers_file: str, strict: bool) ->
                 "counts as changed by you: nothing of yours is lost, but more files are "
                 "kept or sent to .new than needed"
             )
-        sides = lock_sides(project, git, renders, template, new_job)
-        settled = frozenset({LOCK_FILE} if sides else ())
-        resolve_update(project, git, renders, outcome, answers_file, settled)
-        if sides:
-            settle_lock(project, git, sides, outcome)
+        resolve_with_lock(
+            project,
+            git,
+            renders,
+            template,
+            new_job,
+            outcome,
+            lambda settled: resolve_update(project, git, renders, outcome, answers_file, settled),
+        )
         if any(entry.path == API_DOCUMENT for entry in outcome.entries):
             outcome.warnings.append(API_DOCUMENT_NOTICE)
     finally:
@@ -146,11 +168,17 @@ def protect_regeneration(project: Path, template: str, answers_file: str) -> Out
                 "the previous template version could not be rendered, so every file the "
                 "copy changed counts as changed by you and keeps your version"
             )
-        sides = lock_sides(project, git, renders, template, new_job)
-        settled = frozenset({LOCK_FILE} if sides else ())
-        resolve_regeneration(project, git, renders, outcome, answers_file, settled)
-        if sides:
-            settle_lock(project, git, sides, outcome)
+        resolve_with_lock(
+            project,
+            git,
+            renders,
+            template,
+            new_job,
+            outcome,
+            lambda settled: resolve_regeneration(
+                project, git, renders, outcome, answers_file, settled
+            ),
+        )
     finally:
         renders.cleanup()
     finish(project, outcome)
