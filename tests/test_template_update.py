@@ -430,7 +430,7 @@ def test_a_new_release_is_proposed_once_as_a_pull_request(tmp_path: Path) -> Non
     assert subject == "Update the project template to v2"
     assert author == "github-actions[bot]"
     files = git(hosted.origin, "ls-tree", "-r", "--name-only", BRANCH).splitlines()
-    assert {f"{RBAC}.new", migration} <= set(files)
+    assert {f"{RBAC}.new", f"{RBAC}.merge", migration} <= set(files)
     assert BODY_FILE not in files
     assert REPORT_FILE not in files
     # The user's edit is intact; the template's side waits in FILE.new.
@@ -449,7 +449,8 @@ def test_a_new_release_is_proposed_once_as_a_pull_request(tmp_path: Path) -> Non
     assert listed["token"] == created["token"] == RUNNER_CONTEXT["secrets.GITHUB_TOKEN"]
     body = created["body"]
     assert "from v1 to v2" in body
-    assert "diff -u FILE FILE.new" in body
+    assert "FILE.merge holding both sides" in body
+    assert f"mv {RBAC}.merge {RBAC} && rm {RBAC}.new" in body
     assert "| change | file | what happened |" in body
     assert f"| conflict (.new) | {RBAC} |" in body
     assert f"{RBAC}.new" in body

@@ -25,6 +25,7 @@ from template_tools import TEMPLATE_DIR, UV, ProjectEnv, git
 from update_support import (
     REPORT,
     add_nickname_column,
+    assert_merge_holds_both_sides,
     commit,
     copier,
     copier_env,
@@ -156,6 +157,9 @@ def test_a_conflict_keeps_the_users_file_and_puts_the_templates_side_in_dot_new(
     # Nothing of the template's is lost: FILE.new is the template's new version.
     v2 = git(versions.template, "show", f"v2:template/{RBAC}")
     assert template_side == v2
+    # Nor of either side in FILE.merge, whose one marked region is the first line.
+    assert_merge_holds_both_sides(project, RBAC, updated.written[RBAC])
+    assert (project / f"{RBAC}.merge").read_text(encoding="utf-8").count("<<<<<<< ") == 1
 
 
 def test_git_status_shows_the_promised_state(updated: Updated, versions: Versions) -> None:
@@ -168,6 +172,7 @@ def test_git_status_shows_the_promised_state(updated: Updated, versions: Version
         "openapi.json": " M",
         DOCKERIGNORE: " D",
         f"{RBAC}.new": "??",
+        f"{RBAC}.merge": "??",
         FLAGS: "??",
         versions.migration: "??",
     }
@@ -213,7 +218,13 @@ def test_the_report_lists_every_outcome(updated: Updated, versions: Versions) ->
     assert f"your version kept; the template's version is in {RBAC}.new" in text
     assert "removed by the template, modified by you: kept" in text
     assert f"diff -u {RBAC} {RBAC}.new" in text
-    assert f"mv {RBAC}.new {RBAC}" in text
+    assert f"both sides in {RBAC}.merge (1 region marked)" in text
+    # Each way to finish the file is one command, with what it drops.
+    assert f"mv {RBAC}.merge {RBAC} && rm {RBAC}.new" in text
+    assert f"mv {RBAC}.new {RBAC} && rm {RBAC}.merge" in text
+    assert f"rm {RBAC}.new {RBAC}.merge" in text
+    assert "drops your side of the 1 region" in text
+    assert "drops the template's change to this file" in text
     # The report is a review list for this update, not part of the project's history.
     assert REPORT not in status(updated.project)
     git(updated.project, "check-ignore", "--quiet", REPORT)
@@ -256,9 +267,14 @@ def test_a_second_update_replaces_the_earlier_dot_new(committed: Updated) -> Non
     template_side = (project / f"{RBAC}.new").read_text(encoding="utf-8")
     assert template_side.startswith('"""Template v3: Template v2: ')
     assert (project / RBAC).read_bytes() == committed.written[RBAC]
-    assert status(project) == {".copier-answers.yml": " M", f"{RBAC}.new": " M"}
+    assert status(project) == {
+        ".copier-answers.yml": " M",
+        f"{RBAC}.new": " M",
+        f"{RBAC}.merge": " M",
+    }
     assert report_rows(project) == {("conflict (.new)", RBAC)}
     assert "replaces the .new file of an earlier update" in (project / REPORT).read_text()
+    assert_merge_holds_both_sides(project, RBAC, committed.written[RBAC])
     assert (project / OWN_NEW).read_bytes() == committed.written[OWN_NEW]
 
 
@@ -270,7 +286,8 @@ def test_an_update_without_template_changes_changes_nothing(committed: Updated) 
     assert "Nothing changed" in text
     assert report_rows(project) == set()
     # The .new file of the first update is still the user's to review, and still the hook's.
-    assert f"Still waiting for your review from an earlier update: {RBAC}.new" in text
+    waiting = f"Still waiting for your review from an earlier update: {RBAC}.merge, {RBAC}.new"
+    assert waiting in text
 
 
 def test_a_strict_project_sends_every_file_both_sides_changed_to_dot_new(
@@ -294,6 +311,13 @@ def test_a_strict_project_sends_every_file_both_sides_changed_to_dot_new(
     assert ERRORS not in changes
     assert changes[f"{ERRORS}.new"] == "??"
     assert changes[DB_MODULE] == " M"
+    # FILE.new of a clean merge holds both sides already: it needs no FILE.merge.
+    assert f"{ERRORS}.merge" not in changes
+    assert_merge_holds_both_sides(project, RBAC, written[RBAC])
+    assert (
+        f"{ERRORS}.new holds your change and the template's, merged"
+        in (project / REPORT).read_text()
+    )
 
 
 def test_strict_mode_can_be_switched_on_at_update_time(v1_project: Updated, tmp_path: Path) -> None:
@@ -314,6 +338,14 @@ def test_recopy_keeps_the_users_files_and_offers_the_templates_as_dot_new(
         assert (project / path).read_bytes() == written[path]
         template_side = (project / f"{path}.new").read_text(encoding="utf-8")
         assert template_side == git(versions.template, "show", f"v2:template/{path}")
+        # FILE.merge holds both: the template's change and the user's, which FILE.new,
+        # a fresh render, has not.
+        merged = (project / f"{path}.merge").read_text(encoding="utf-8")
+        assert "Template v2: " in merged
+        assert merged != template_side
+    assert_merge_holds_both_sides(project, RBAC, written[RBAC])
+    # The user's last line and the template's first merge without a marked region.
+    assert "<<<<<<<" not in (project / f"{ERRORS}.merge").read_text(encoding="utf-8")
     assert (project / LICENSE).read_bytes() == written[LICENSE]
     assert (project / OWN_NEW).read_bytes() == written[OWN_NEW]
     assert not (project / PRE_COMMIT).exists()
@@ -497,10 +529,16 @@ def test_no_user_byte_and_no_template_change_is_lost(
         added = {name for category, name in rows if category == "added"}
         assert added == ({"added.txt"} if template_adds else set())
         for path in project.rglob("*"):
-            if path.is_file() and ".git" not in path.relative_to(project).parts:
-                text = path.read_text(encoding="utf-8")
-                assert "<<<<<<<" not in text
-                assert ">>>>>>>" not in text
+            relative = path.relative_to(project)
+            if path.is_file() and ".git" not in relative.parts and path.suffix != ".merge":
+                lines = path.read_text(encoding="utf-8").splitlines()
+                assert not [line for line in lines if line.startswith(("<<<<<<<", ">>>>>>>"))]
+        # Markers are only in FILE.merge, which holds both sides of every marked region.
+        for category, name in rows:
+            if category == "conflict (.new)" and (project / f"{name}.merge").is_file():
+                merge = (project / f"{name}.merge").read_text(encoding="utf-8")
+                if "<<<<<<< " in merge:
+                    assert_merge_holds_both_sides(project, name, committed[name])
 
         # Nothing the user wrote is lost, and it stays in the file it was written in.
         for name, content in own_files.items():
@@ -564,7 +602,12 @@ def test_conflicts_left_as_rej_files_end_the_same_way(tmp_path: Path) -> None:
 
     assert (project / "f0.txt").read_bytes() == committed
     assert "template v2 wrote this in f0" in (project / "f0.txt.new").read_text().splitlines()
-    assert status(project) == {".copier-answers.yml": " M", "f0.txt.new": "??"}
+    assert_merge_holds_both_sides(project, "f0.txt", committed)
+    assert status(project) == {
+        ".copier-answers.yml": " M",
+        "f0.txt.new": "??",
+        "f0.txt.merge": "??",
+    }
     assert report_rows(project) == {("conflict (.new)", "f0.txt")}
 
 

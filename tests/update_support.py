@@ -103,7 +103,7 @@ def last_revision(versions: Path) -> tuple[str, str]:
     return revisions[newest], str(newest + 1).zfill(width)
 
 
-NICKNAME_REVISION = '''"""Users get an optional nickname.
+REVISION_SCRIPT = '''"""{message}
 
 Revision ID: {revision}
 Revises: {down_revision}
@@ -123,14 +123,30 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("nickname", sa.String(length=64), nullable=True))
+{upgrade}
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("nickname")
+{downgrade}
 '''
+
+
+def add_revision(versions: Path, slug: str, message: str, upgrade: str, downgrade: str) -> Path:
+    """A numbered revision after the newest the template ships, as the template writes
+    them; `upgrade` and `downgrade` are the bodies of those functions, indented."""
+    down_revision, revision = last_revision(versions)
+    script = versions / f"{revision}_{slug}.py"
+    script.write_text(
+        REVISION_SCRIPT.format(
+            message=message,
+            revision=revision,
+            down_revision=down_revision,
+            upgrade=upgrade,
+            downgrade=downgrade,
+        ),
+        encoding="utf-8",
+    )
+    return script
 
 
 def add_nickname_column(template: Path) -> str:
@@ -140,12 +156,13 @@ def add_nickname_column(template: Path) -> str:
     anchor = next(index for index, line in enumerate(lines) if "full_name: Mapped" in line)
     lines.insert(anchor + 1, "    nickname: Mapped[str | None] = mapped_column(String(64))")
     user_model.write_text("\n".join(lines), encoding="utf-8")
-    versions = template / "template/backend/alembic/versions"
-    down_revision, revision = last_revision(versions)
-    script = versions / f"{revision}_user_nickname.py"
-    script.write_text(
-        NICKNAME_REVISION.format(revision=revision, down_revision=down_revision),
-        encoding="utf-8",
+    script = add_revision(
+        template / "template/backend/alembic/versions",
+        "user_nickname",
+        "Users get an optional nickname.",
+        '    with op.batch_alter_table("users") as batch:\n'
+        '        batch.add_column(sa.Column("nickname", sa.String(length=64), nullable=True))',
+        '    with op.batch_alter_table("users") as batch:\n        batch.drop_column("nickname")',
     )
     return f"backend/alembic/versions/{script.name}"
 
@@ -183,3 +200,32 @@ def copier_env(**extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def resolve_markers(text: str, keep: str) -> str:
+    """A FILE.merge with every marked region resolved to "yours", "template" or "both"
+    (yours first), the way a user resolves one by hand."""
+    kept: list[str] = []
+    side: str | None = None
+    for line in text.splitlines(keepends=True):
+        bare = line.rstrip("\n")
+        if side is None and line.startswith("<<<<<<< "):
+            side = "yours"
+        elif side == "yours" and bare == "=======":
+            side = "template"
+        elif side == "template" and line.startswith(">>>>>>> "):
+            side = None
+        elif side is None or keep in {side, "both"}:
+            kept.append(line)
+    assert side is None, "a marked region is not closed"
+    return "".join(kept)
+
+
+def assert_merge_holds_both_sides(project: Path, path: str, yours: bytes) -> None:
+    """FILE.merge loses nothing: with every region resolved to one side it is that side,
+    the user's file (`yours`) or the template's side in FILE.new."""
+    merge = (project / f"{path}.merge").read_text(encoding="utf-8")
+    assert "<<<<<<< yours\n" in merge and ">>>>>>> template " in merge
+    assert resolve_markers(merge, "yours").encode() == yours
+    template_side = (project / f"{path}.new").read_text(encoding="utf-8")
+    assert resolve_markers(merge, "template") == template_side

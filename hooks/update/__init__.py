@@ -50,7 +50,7 @@ from .git import Git
 from .lock import LOCK_FILE, lock_sides, settle_lock
 from .outcome import Outcome
 from .renders import Job, Renders, answers_commit
-from .report import finish
+from .report import API_DOCUMENT, API_DOCUMENT_NOTICE, finish
 from .resolve import resolve_regeneration, resolve_update
 
 __all__ = ["finish", "protect_regeneration", "run_update"]
@@ -58,16 +58,6 @@ __all__ = ["finish", "protect_regeneration", "run_update"]
 
 def version_label(env_name: str, fallback: str | None) -> str:
     return os.environ.get(env_name) or fallback or "unknown"
-
-
-# The API document the project commits is written from its code, which the update may
-# have changed on both sides: whatever the merge made of it, the code has the last word.
-API_DOCUMENT = "openapi.json"
-API_DOCUMENT_NOTICE = (
-    "openapi.json is written from the code: once the update's files are settled, run "
-    "`uv run --directory backend python -m app.cli openapi` and commit the result (CI "
-    "checks that it matches)."
-)
 
 
 def resolve_with_lock(

@@ -1,7 +1,8 @@
-"""FILE.new: where the template's side of a file goes, and which such files are the hook's.
+"""FILE.new and FILE.merge: where the template's side of a file goes (and, beside it,
+both sides with conflict markers), and which such files are the hook's.
 
-A FILE.new the hook wrote at an earlier update may be replaced; any other file whose name
-ends in .new is the user's and is never touched.
+A FILE.new or FILE.merge the hook wrote at an earlier update may be replaced; any other
+file of such a name is the user's and is never touched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from .git import Git
 
 NEW_SUFFIX = ".new"
+MERGE_SUFFIX = ".merge"
 # The update report (report.py) also carries the record below.
 REPORT_FILE = ".copier-update-report.md"
 # The report records which .new files this hook wrote, and a digest of each, so that the
@@ -55,7 +57,8 @@ def previous_new_files(project: Path) -> set[str]:
 
 
 class NewFiles:
-    """Chooses and writes the FILE.new that holds the template's side of a file."""
+    """Chooses and writes the FILE.new (or FILE.merge) that holds the template's side of a
+    file (or both sides)."""
 
     def __init__(self, project: Path, git: Git, ours_before: set[str]) -> None:
         self.project = project
@@ -63,10 +66,10 @@ class NewFiles:
         self.ours_before = ours_before
         self.written: set[str] = set()
 
-    def write(self, path: str, content: bytes) -> tuple[str, str]:
-        """Write the template's side of `path`; return its file name and a report note."""
-        candidates = [f"{path}{NEW_SUFFIX}"]
-        candidates += [f"{path}.{number}{NEW_SUFFIX}" for number in range(2, 100)]
+    def write(self, path: str, content: bytes, suffix: str = NEW_SUFFIX) -> tuple[str, str]:
+        """Write a side of `path` beside it; return the file's name and a report note."""
+        candidates = [f"{path}{suffix}"]
+        candidates += [f"{path}.{number}{suffix}" for number in range(2, 100)]
         for name in candidates:
             target = self.project / name
             if name in self.written:
@@ -75,11 +78,11 @@ class NewFiles:
             if exists and name not in self.ours_before:
                 # The user's own file: never touched.
                 continue
-            note = "replaces the .new file of an earlier update" if exists else ""
+            note = f"replaces the {suffix} file of an earlier update" if exists else ""
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
-            # An executable script's .new stays executable, so that `mv` accepts it whole.
+            # An executable script's .new stays executable, so that `mv` takes it whole.
             target.chmod(self.git.head_mode(path))
             self.written.add(name)
             return name, note
-        raise RuntimeError(f"no free name for the template's version of {path}")
+        raise RuntimeError(f"no free name for the {suffix} file of {path}")

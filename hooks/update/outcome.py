@@ -27,9 +27,19 @@ class Entry:
     category: str
     new_file: str | None = None
     note: str = ""
+    # Both sides, with conflict markers around the regions both changed.
+    merge_file: str | None = None
+    regions: int = 0
+    # Whether FILE.new keeps every change of the user's too (strict mode's clean merges).
+    new_holds_yours: bool = False
 
     def describe(self) -> str:
         text = CATEGORIES[self.category].format(new=self.new_file)
+        if self.merge_file and self.regions:
+            marked = f"{self.regions} region{'s' * (self.regions != 1)} marked"
+            text += f"; both sides in {self.merge_file} ({marked})"
+        elif self.merge_file:
+            text += f"; both sides, merged, in {self.merge_file}"
         return f"{text}; {self.note}" if self.note else text
 
 
@@ -49,4 +59,6 @@ class Outcome:
 
     @property
     def new_files(self) -> list[str]:
-        return sorted(entry.new_file for entry in self.entries if entry.new_file)
+        """Every FILE.new and FILE.merge this run wrote."""
+        written = [name for entry in self.entries for name in (entry.new_file, entry.merge_file)]
+        return sorted(name for name in written if name)

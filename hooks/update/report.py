@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from .newfiles import REPORT_FILE, digest, previous_new_files, record_line
-from .outcome import CATEGORIES, Outcome
-from .schema import schema_notice, schema_paths
+from .outcome import CATEGORIES, Entry, Outcome
+from .schema import schema_notice, schema_paths, stale_environment
 
 
 def table(rows: list[tuple[str, str, str]], markdown: bool) -> str:
@@ -26,6 +27,102 @@ def table(rows: list[tuple[str, str, str]], markdown: bool) -> str:
         for row in rows
     ]
     return "\n".join(lines)
+
+
+# The API document the project commits is written from its code, which the update may
+# have changed on both sides: whatever the merge made of it, the code has the last word.
+API_DOCUMENT = "openapi.json"
+API_DOCUMENT_COMMAND = "uv run --directory backend python -m app.cli openapi"
+API_DOCUMENT_NOTICE = (
+    f"{API_DOCUMENT} is written from the code: once the update's files are settled, run "
+    f"`{API_DOCUMENT_COMMAND}` and commit the result (CI checks that it matches)."
+)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' * (count != 1)}"
+
+
+def finish_file(entry: Entry) -> list[str]:
+    """The ways to finish one file the update set aside, each a command to copy, with
+    what it drops."""
+    path, new = shlex.quote(entry.path), shlex.quote(entry.new_file or "")
+    merge = shlex.quote(entry.merge_file) if entry.merge_file else None
+    if entry.path == API_DOCUMENT:
+        aside = " ".join(name for name in (new, merge) if name)
+        return [
+            f"# {path}: written from the code, neither side: once the others are settled,",
+            f"rm {aside} && {API_DOCUMENT_COMMAND}",
+        ]
+    if merge and not entry.regions:
+        return [
+            f"# {path}: {merge} holds your change and the template's, merged",
+            f"mv {merge} {path} && rm {new}",
+            "#   the template's version: drops your changes to this file",
+            f"mv {new} {path} && rm {merge}",
+            "#   your version: drops the template's change to this file",
+            f"rm {new} {merge}",
+        ]
+    if merge:
+        regions = plural(entry.regions, "region")
+        return [
+            f"# {path}: {regions} you and the template both changed, marked in {merge}",
+            (
+                "#   both sides, losing nothing: edit the marked regions of "
+                f"{merge} until no marker is left, then"
+            ),
+            f"mv {merge} {path} && rm {new}",
+            f"#   the template's version: drops your side of the {regions}",
+            f"mv {new} {path} && rm {merge}",
+            "#   your version: drops the template's change to this file",
+            f"rm {new} {merge}",
+        ]
+    if entry.new_holds_yours:
+        return [
+            f"# {path}: {new} holds your change and the template's, merged",
+            f"mv {new} {path}",
+            "#   or keep your version, without the template's change:",
+            f"rm {new}",
+        ]
+    return [
+        f"# {path}: the template's version, which drops your changes to this file",
+        f"mv {new} {path}",
+        "#   or keep your version, without the template's change:",
+        f"rm {new}",
+    ]
+
+
+def next_steps(entries: list[Entry], version: str, markdown: bool) -> list[str]:
+    # The API document is written from the code: it comes last, once the code is settled.
+    entries = sorted(entries, key=lambda entry: entry.path == API_DOCUMENT)
+    lines = [
+        (
+            "Each file below still holds your version, and FILE.new the template's. Where a "
+            "FILE.merge is listed, you both changed the same lines: FILE.merge holds both "
+            "sides, each such region between `<<<<<<< yours` and `>>>>>>> template "
+            f"{version}` markers, and FILE.new only the template's side of it."
+        ),
+        "",
+        "Review what the template would change, then finish each file in one of the ways shown:",
+        "",
+    ]
+    lines += ["```sh"] if markdown else []
+    lines += [
+        f"diff -u {shlex.quote(entry.path)} {shlex.quote(entry.new_file or '')}"
+        for entry in entries
+    ]
+    for entry in entries:
+        lines += ["", *finish_file(entry)]
+    lines += ["```"] if markdown else []
+    lines += [
+        "",
+        (
+            "`git diff --check` names any conflict marker left in a file. Commit before the "
+            "next `copier update`: it needs a clean tree."
+        ),
+        "",
+    ]
+    return lines
 
 
 def report(outcome: Outcome, markdown: bool) -> str:
@@ -50,30 +147,10 @@ def report(outcome: Outcome, markdown: bool) -> str:
         lines += ["Nothing changed: the template brings no change to this project.", ""]
     for warning in outcome.warnings:
         lines += [f"Warning: {warning}", ""]
-    pairs = [(entry.path, entry.new_file) for entry in entries if entry.new_file]
-    if pairs:
+    kept_aside = [entry for entry in entries if entry.new_file]
+    if kept_aside:
         lines += ["## Next steps" if markdown else "Next steps:", ""]
-        lines += [
-            "Each FILE below still holds your version; FILE.new holds the template's.",
-            "Review what the template would change, then accept it or keep yours:",
-            "",
-        ]
-        fence = ["```sh"] if markdown else []
-        lines += fence
-        for path, new_file in pairs:
-            lines.append(f"diff -u {path} {new_file}")
-        lines.append("")
-        for path, new_file in pairs:
-            lines.append(f"mv {new_file} {path}    # accept the template's version")
-        lines += ["```"] if markdown else []
-        lines += [
-            "",
-            (
-                "To keep your version instead, delete the .new file (or merge by hand, then "
-                "delete it). Commit before the next `copier update`: it needs a clean tree."
-            ),
-            "",
-        ]
+        lines += next_steps(kept_aside, outcome.version_to, markdown)
     waiting = sorted(set(outcome.earlier_new_files) - set(outcome.new_files))
     if waiting:
         lines += [
@@ -109,7 +186,8 @@ def finish(project: Path, outcome: Outcome) -> None:
     }
     changed = schema_paths(outcome.entries)
     if changed:
-        outcome.schema_notice = schema_notice(project, changed)
+        stale = stale_environment(outcome.entries)
+        outcome.schema_notice = schema_notice(project, changed, stale)
     (project / REPORT_FILE).write_text(report(outcome, markdown=True), encoding="utf-8")
     print()
     print(report(outcome, markdown=False))

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .git import Git
-from .newfiles import NewFiles, previous_new_files
+from .newfiles import MERGE_SUFFIX, NewFiles, previous_new_files
 from .outcome import Entry, Outcome
 from .renders import Renders
 
 
-def merge_toward_template(ours: bytes, base: bytes, theirs: bytes) -> bytes:
-    """Three-way merge where every conflicting region takes the template's side."""
+def merge_file(ours: bytes, base: bytes, theirs: bytes, *options: str) -> tuple[bytes, int]:
+    """`git merge-file` of the three sides: the result and the number of conflicts."""
     with tempfile.TemporaryDirectory(prefix="dayone-merge-") as scratch:
         files = []
         for name, content in (("ours", ours), ("base", base), ("theirs", theirs)):
@@ -25,13 +26,57 @@ def merge_toward_template(ours: bytes, base: bytes, theirs: bytes) -> bytes:
             path.write_bytes(content)
             files.append(str(path))
         result = subprocess.run(
-            ["git", "merge-file", "--stdout", "--theirs", *files],
+            ["git", "merge-file", "--stdout", *options, *files],
             capture_output=True,
             check=False,
         )
     if result.returncode < 0 or result.returncode > 127:
         raise RuntimeError(f"git merge-file failed: {result.stderr.decode(errors='replace')}")
-    return result.stdout
+    return result.stdout, result.returncode
+
+
+def merge_toward_template(ours: bytes, base: bytes, theirs: bytes) -> bytes:
+    """Three-way merge where every conflicting region takes the template's side."""
+    return merge_file(ours, base, theirs, "--theirs")[0]
+
+
+@dataclass(frozen=True)
+class Sides:
+    """What goes beside a file the user keeps: FILE.new, and FILE.merge when FILE.new
+    alone would drop lines of the user's."""
+
+    path: str
+    new: bytes
+    merge: bytes | None = None
+    regions: int = 0
+    new_holds_yours: bool = False
+
+
+def sides(
+    path: str, new: bytes, ours: bytes, base: bytes | None, theirs: bytes, version: str
+) -> Sides:
+    """`new` for FILE.new and, for a text file, FILE.merge: the user's side (`ours`) and
+    the template's (`theirs`) merged from `base`, with conflict markers around each
+    region both changed, so that resolving them loses nothing."""
+    if base is None or any(b"\0" in side for side in (ours, base, theirs)):
+        return Sides(path, new)
+    labels = ("-L", "yours", "-L", "before", "-L", f"template {version}")
+    merged, regions = merge_file(ours, base, theirs, *labels)
+    if merged == new:
+        return Sides(path, new, new_holds_yours=True)
+    return Sides(path, new, merged, regions)
+
+
+def write_sides(new_files: NewFiles, side: Sides, note: str = "") -> Entry:
+    """Write FILE.new (and FILE.merge) beside the user's file; the report's entry for it."""
+    name, replaced = new_files.write(side.path, side.new)
+    merge_name = None
+    if side.merge is not None:
+        merge_name, _replaced = new_files.write(side.path, side.merge, MERGE_SUFFIX)
+    note = "; ".join(filter(None, [note, replaced]))
+    return Entry(
+        side.path, "conflict (.new)", name, note, merge_name, side.regions, side.new_holds_yours
+    )
 
 
 def resolve_update(
@@ -56,7 +101,8 @@ def resolve_update(
     untracked -= {f"{path}.rej" for path in settled}
     rejects = {name for name in untracked if name.endswith(".rej")}
     restore: set[str] = set()
-    pending_new: list[tuple[str, bytes, str]] = []
+    pending: list[Sides] = []
+    version = outcome.version_to
 
     for path, stages in sorted(unmerged.items()):
         ours = git.head_blob(path) or b""
@@ -67,7 +113,8 @@ def resolve_update(
             continue
         base = git.blob(stages[1]) if 1 in stages else b""
         theirs = git.blob(stages[3])
-        pending_new.append((path, merge_toward_template(ours, base, theirs), "conflict (.new)"))
+        new = merge_toward_template(ours, base, theirs)
+        pending.append(sides(path, new, ours, base, theirs, version))
 
     # `copier update --conflict rej` leaves FILE.rej beside a half-applied FILE instead of
     # markers; the renders give the same three sides, so it ends the same way. A .rej
@@ -83,9 +130,9 @@ def resolve_update(
             # keeps the user's), or already handled as a conflict above.
             continue
         modified.discard(path)
-        ours = git.head_blob(path) or b""
-        merged = merge_toward_template(ours, base or b"", new.read_bytes())
-        pending_new.append((path, merged, "conflict (.new)"))
+        ours, theirs = git.head_blob(path) or b"", new.read_bytes()
+        toward_template = merge_toward_template(ours, base or b"", theirs)
+        pending.append(sides(path, toward_template, ours, base or b"", theirs, version))
 
     for path in sorted(deleted):
         if path == answers_file:
@@ -102,8 +149,8 @@ def resolve_update(
         if not renders.user_changed(git, path):
             outcome.entries.append(Entry(path, "updated"))
         elif outcome.strict:
-            merged = (project / path).read_bytes()
-            pending_new.append((path, merged, "conflict (.new)"))
+            # Both changes merged cleanly: FILE.new holds them all, and needs no FILE.merge.
+            pending.append(Sides(path, (project / path).read_bytes(), new_holds_yours=True))
         else:
             outcome.entries.append(Entry(path, "merged"))
 
@@ -112,13 +159,14 @@ def resolve_update(
     for path in sorted(untracked):
         outcome.entries.append(Entry(path, "added"))
 
-    restore.update(path for path, _content, _category in pending_new)
+    restore.update(side.path for side in pending)
     git.restore_from_head(restore)
-    for path, content, category in pending_new:
-        name, note = new_files.write(path, content)
-        if outcome.strict and path not in unmerged and f"{path}.rej" not in rejects:
-            note = "; ".join(filter(None, ["strict mode: the changes would have merged", note]))
-        outcome.entries.append(Entry(path, category, name, note))
+    for side in pending:
+        merged_cleanly = side.path not in unmerged and f"{side.path}.rej" not in rejects
+        strict_note = ""
+        if outcome.strict and merged_cleanly:
+            strict_note = "strict mode: the changes would have merged"
+        outcome.entries.append(write_sides(new_files, side, strict_note))
 
     # A file the user deleted is worth a line only when this update brings a change to it
     # that the user therefore does not get.
@@ -145,7 +193,7 @@ def resolve_regeneration(
     deleted = set(git.names("ls-files", "--deleted")) - settled
     untracked = set(git.names("ls-files", "--others", "--exclude-standard")) - settled
     restore: set[str] = set()
-    pending_new: list[tuple[str, bytes]] = []
+    pending: list[Sides] = []
 
     for path in sorted(modified - deleted):
         if path == answers_file:
@@ -157,8 +205,10 @@ def resolve_regeneration(
         restore.add(path)
         # A template that did not change the file has nothing to offer: the copy only
         # overwrote the user's edit, and putting it back is all there is to do.
-        if not renders.base_ok or renders.base_content(path) != rendered:
-            pending_new.append((path, rendered))
+        base = renders.base_content(path) if renders.base_ok else None
+        if base != rendered:
+            ours = git.head_blob(path) or b""
+            pending.append(sides(path, rendered, ours, base, rendered, outcome.version_to))
 
     # Unlike an update, a copy runs over whatever was there: an untracked file is the
     # template's only when the new version renders it.
@@ -177,6 +227,4 @@ def resolve_regeneration(
             outcome.entries.append(Entry(path, "added"))
 
     git.restore_from_head(restore)
-    for path, content in pending_new:
-        name, note = new_files.write(path, content)
-        outcome.entries.append(Entry(path, "conflict (.new)", name, note))
+    outcome.entries += [write_sides(new_files, side) for side in pending]

@@ -16,7 +16,13 @@ Exit status: 0 when the models and the migrations agree (or --write made them ag
 It runs in-process rather than through the `alembic` command: backend/ (where `app`
 lives) goes on sys.path, so that the comparison goes through backend/alembic/env.py and
 the app's settings exactly as `alembic` itself does, and the differences come back as
-data to describe rather than text to parse.
+data to describe rather than text to parse. The heads are counted first, from the
+revision scripts alone, so that two heads are reported even where the app cannot be
+imported (an environment older than backend/uv.lock, typically after `copier update`).
+
+Revisions are ordered by their graph (each one's down_revision), never by their ids:
+Alembic's own ids are random hex, and a project mixes them with the template's numbered
+ones and with merge revisions.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from alembic import autogenerate, command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 
 BACKEND_DIR = Path(__file__).resolve().parents[1] / "backend"
 
@@ -51,10 +57,24 @@ class Verdict:
         return len(self.heads) > 1 or bool(self.differences)
 
 
-def scratch_config(database_dir: Path, migrations: Path | None) -> Config:
-    """Alembic's configuration for a scratch SQLite database in `database_dir`."""
+def put_backend_on_path() -> None:
+    """Make `app` importable, for env.py and for revision scripts that import from it."""
     if str(BACKEND_DIR) not in sys.path:
         sys.path.insert(0, str(BACKEND_DIR))
+
+
+def script_directory(migrations: Path | None) -> ScriptDirectory:
+    """The revision scripts, read with backend/alembic.ini alone: the app is not imported."""
+    put_backend_on_path()
+    config = Config(str(BACKEND_DIR / "alembic.ini"))
+    if migrations is not None:
+        config.set_main_option("script_location", str(migrations))
+    return ScriptDirectory.from_config(config)
+
+
+def scratch_config(database_dir: Path, migrations: Path | None) -> Config:
+    """Alembic's configuration for a scratch SQLite database in `database_dir`."""
+    put_backend_on_path()
     # Imported here: `app` is importable only once backend/ is on the path.
     from app.core.migrations import alembic_config
 
@@ -169,7 +189,12 @@ def check(config: Config) -> Verdict:
 
 
 def next_revision_id(config: Config) -> str | None:
-    """The next id in a numbered series (0001, 0002, ...), or None for Alembic's own."""
+    """The next number of a purely numbered series (0001, 0002, ...), else None.
+
+    The new revision only needs an id no other one has: its place in the history is its
+    down_revision. Once any id is not a number (Alembic's hex ids, a merge revision),
+    None leaves the choice to Alembic, which makes a random one.
+    """
     ids = [rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()]
     if not ids or not all(rev.isdigit() for rev in ids):
         return None
@@ -189,12 +214,20 @@ def write_revision(config: Config, message: str) -> Path:
     return paths[0]
 
 
-def report_heads(heads: Sequence[str]) -> None:
+def first_line(script: Script) -> str:
+    """The first line of the revision's docstring: its message, as Alembic writes it."""
+    lines = script.doc.splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def report_heads(heads: Sequence[Script]) -> None:
+    count = len(heads)
     print(
-        f"The migrations have {len(heads)} heads ({', '.join(heads)}): two lines of migrations "
-        "both continue from one revision, as happens when a migration of yours meets one "
-        "from a template update."
+        f"The migrations have {count} heads: their history splits into {count} lines, as "
+        "happens when a migration of yours meets one from a template update. The heads:"
     )
+    for head in heads:
+        print(f"  {head.revision}  {Path(head.path).name}  {first_line(head)}")
     print("Join them with a merge revision first, then run this check again:")
     print('  uv run --directory backend alembic merge -m "merge migration heads" heads')
     print(f"  {CHECK_COMMAND}")
@@ -217,12 +250,14 @@ def report_drift(differences: Sequence[str]) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     migrations: Path | None = arguments.migrations
+    scripts = script_directory(migrations)
+    heads = [scripts.get_revision(head) for head in scripts.get_heads()]
+    if len(heads) > 1:
+        report_heads(heads)
+        return DRIFT
     with tempfile.TemporaryDirectory(prefix="migrations-helper-") as scratch:
         config = scratch_config(Path(scratch), migrations)
         verdict = check(config)
-        if len(verdict.heads) > 1:
-            report_heads(verdict.heads)
-            return DRIFT
         if not verdict.differences:
             head = verdict.heads[0] if verdict.heads else "no revision"
             print(f"The models and the migrations agree (head: {head}); no migration is needed.")
@@ -241,6 +276,19 @@ def run(arguments: argparse.Namespace) -> int:
     print("The models and the migrations agree now. Review the new migration, then apply it:")
     print("  uv run --directory backend alembic upgrade head")
     return AGREE
+
+
+def remedy(error: Exception) -> str:
+    """What to do about the error that stopped the check."""
+    if isinstance(error, ImportError) and error.name:
+        # A module the code needs and the environment lacks: after a `copier update` added
+        # a dependency, backend/uv.lock has it, the existing environment not yet.
+        return (
+            f"The backend environment lacks the module {error.name} (it is older than "
+            "backend/uv.lock): sync the backend environment (`uv sync --directory backend`), "
+            f"then run {CHECK_COMMAND} again."
+        )
+    return f"Fix the problem above, then run {CHECK_COMMAND} again."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(arguments)
     except Exception as error:  # noqa: BLE001 (a report, never a crash: see the docstring)
         print(f"The check could not run: {type(error).__name__}: {error}", file=sys.stderr)
-        print(f"Fix the problem above, then run {CHECK_COMMAND} again.", file=sys.stderr)
+        print(remedy(error), file=sys.stderr)
         return FAILED
 
 

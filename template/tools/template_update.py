@@ -175,9 +175,9 @@ def pull_request_body(version_from: str, version_to: str, report: str) -> str:
         "`python3 -m tools.template_update apply`).\n"
         "\n"
         "Where the report below lists a FILE.new, your FILE is kept as it was and the "
-        "template's version is beside it: resolve each one before merging. Compare them "
-        "with `diff -u FILE FILE.new`, then `mv FILE.new FILE` to take the template's "
-        "version, or delete FILE.new to keep yours, and push the result to this branch.\n"
+        "template's version is beside it (with FILE.merge holding both sides where the "
+        "two changed the same lines): finish each one as the report's next steps show, "
+        "then push the result to this branch before merging.\n"
     )
     return f"{header}\n{report}"
 

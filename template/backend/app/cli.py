@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import PROJECT_DIR, Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.emails import normalise_email
-from app.core.migrations import current_revision, head_revision, upgrade_to_head
+from app.core.migrations import current_revision, head_revisions, upgrade_to_head
 from app.core.rbac import Role
 from app.core.security import hash_password, password_problem
 from app.models import User
@@ -116,9 +116,19 @@ async def find_owner(settings: Settings) -> str | None:
         return owner.email if owner else None
 
 
+MERGE_HEADS_COMMAND = 'uv run --directory backend alembic merge -m "merge migration heads" heads'
+
+
 def migrate(settings: Settings) -> str:
     """Upgrade the database to the newest revision; say what that changed."""
-    head = head_revision()
+    heads = head_revisions()
+    if len(heads) > 1:
+        raise CommandError(
+            f"The migrations have {len(heads)} heads ({', '.join(sorted(heads))}), so there "
+            "is no one revision to upgrade to. Join them with a merge revision, then migrate "
+            f"again:\n  {MERGE_HEADS_COMMAND}"
+        )
+    head = heads[0] if heads else None
     try:
         before = asyncio.run(current_revision(settings))
     except (OSError, OperationalError) as exc:

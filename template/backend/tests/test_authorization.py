@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
+import itertools
 import logging
 import re
+import textwrap
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 import pytest
-from fastapi import FastAPI
-from httpx import AsyncClient
+from fastapi import APIRouter, Body, FastAPI
+from httpx import AsyncClient, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.deps import CurrentUser
 from app.core.config import Settings
 from app.core.rbac import Role
 from app.models import File, TokenPurpose, User
 from app.services import token_service, user_service
-from tests.support import PASSWORD, access_token, add_user, bearer
+from tests.support import PASSWORD, access_token, add_user, bearer, empty_tables
+
+Route = tuple[str, str]
+
+# Where the lists below live, as a failure names it to say where a line goes.
+THIS_FILE = "backend/tests/test_authorization.py"
 
 # Routes anyone may call. Every other route must demand authentication: a new route
 # that forgets to is caught by the first test below.
@@ -41,13 +50,73 @@ PUBLIC_ROUTES = {
 }
 
 
-def served_routes(app: FastAPI) -> set[tuple[str, str]]:
+def operations(app: FastAPI) -> dict[Route, dict[str, Any]]:
     # The OpenAPI document lists every route the app serves, however routers nest.
     return {
-        (method.upper(), path)
-        for path, operations in app.openapi()["paths"].items()
-        for method in operations
+        (method.upper(), path): operation
+        for path, methods in app.openapi()["paths"].items()
+        for method, operation in methods.items()
     }
+
+
+def served_routes(app: FastAPI) -> set[Route]:
+    return set(operations(app))
+
+
+def route_key(route: Route) -> str:
+    """The route as the lists here write it: `("GET", "/health")`."""
+    method, path = route
+    return f'("{method}", "{path}")'
+
+
+def public_line(route: Route) -> str:
+    return f"    {route_key(route)},"
+
+
+def prose(*sentences: str) -> list[str]:
+    """Sentences of a failure message, in lines that fit a terminal beside pytest's margin."""
+    return textwrap.wrap(" ".join(sentences), width=88)
+
+
+def paragraph(heading: str, lines: Iterable[str], *notes: str) -> list[str]:
+    """A paragraph of a failure message: what to do, the lines to do it with (indented as
+    they are in this file), and notes on them."""
+    return ["", *prose(heading), *lines, *prose(*notes)]
+
+
+async def anonymous_status(client: AsyncClient, route: Route) -> int:
+    method, path = route
+    concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+    response = await client.request(method, concrete, json={})
+    return response.status_code
+
+
+def unguarded_message(answers: dict[Route, int]) -> str:
+    """What to do about routes that answered a request without credentials with the
+    statuses of `answers`."""
+    return "\n".join(
+        [
+            *prose(
+                "These routes answer a request without credentials, and PUBLIC_ROUTES does"
+                " not list them:"
+            ),
+            *(f"  {method} {path} answered {status}" for (method, path), status in answers.items()),
+            *paragraph(
+                f"If a route is meant for anyone, add its line to PUBLIC_ROUTES in {THIS_FILE}:",
+                (public_line(route) for route in answers),
+            ),
+            "",
+            *prose(
+                "If not, make it demand a signed-in user, with a dependency of"
+                " backend/app/api/deps.py. Either a parameter of the route, for anyone signed"
+                " in (VerifiedUser in place of CurrentUser: with a verified email address):"
+            ),
+            "    user: CurrentUser",
+            "or, for some roles only, in the route's decorator:",
+            "    dependencies=[Depends(require_roles(Role.ADMIN, Role.OWNER))]",
+            "A request without credentials then answers 401.",
+        ]
+    )
 
 
 async def test_every_route_requires_authentication_unless_public(
@@ -55,10 +124,67 @@ async def test_every_route_requires_authentication_unless_public(
 ) -> None:
     private = served_routes(app) - PUBLIC_ROUTES
     assert private
-    for method, path in sorted(private):
-        concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
-        response = await client.request(method, concrete, json={})
-        assert response.status_code == 401, (method, path)
+    answers = {route: await anonymous_status(client, route) for route in sorted(private)}
+    unguarded = {route: status for route, status in answers.items() if status != 401}
+    if unguarded:
+        raise AssertionError(unguarded_message(unguarded))
+
+
+@pytest.fixture
+def widgets(app: FastAPI) -> FastAPI:
+    """The app with two routes of the kind a project adds: a list anyone may read, and an
+    action for signed-in users that takes a body."""
+    router = APIRouter(prefix="/widgets", tags=["widgets"])
+
+    @router.get("")
+    async def list_widgets() -> list[str]:
+        return []
+
+    @router.post("/{widget_id}/archive", status_code=204)
+    async def archive_widget(
+        widget_id: uuid.UUID, reason: Annotated[str, Body(embed=True)], user: CurrentUser
+    ) -> None:
+        return None
+
+    app.include_router(router, prefix="/api/v1")
+    return app
+
+
+def pasted(message: str, heading: str) -> str:
+    """The lines to paste of the paragraph of `message` whose heading starts with `heading`,
+    in braces: the literal of the set or dict they go into."""
+    lines = message.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith(heading))
+
+    def indented(line: str) -> bool:
+        return line.startswith("    ")
+
+    after_heading = itertools.dropwhile(lambda line: not indented(line), lines[start:])
+    return "{\n" + "\n".join(itertools.takewhile(indented, after_heading)) + "\n}"
+
+
+def pasted_requests(message: str) -> dict[Route, str]:
+    """The lines of `message` to paste into MATRIX_REQUESTS: each route and the source of
+    its request maker."""
+    literal = ast.parse(pasted(message, "Add these lines to MATRIX_REQUESTS:"), mode="eval")
+    assert isinstance(literal.body, ast.Dict)
+    pairs = zip(literal.body.keys, literal.body.values, strict=True)
+    return {ast.literal_eval(key): ast.unparse(value) for key, value in pairs if key is not None}
+
+
+async def test_an_unguarded_route_fails_with_the_line_that_makes_it_public(
+    widgets: FastAPI, client: AsyncClient
+) -> None:
+    with pytest.raises(AssertionError) as failure:
+        await test_every_route_requires_authentication_unless_public(widgets, client)
+    message = str(failure.value)
+    assert "  GET /api/v1/widgets answered 200" in message.splitlines()
+    assert "/archive" not in message
+    lines = pasted(message, "If a route is meant for anyone, add its line to PUBLIC_ROUTES in")
+    assert ast.literal_eval(lines) == {("GET", "/api/v1/widgets")}
+    assert THIS_FILE in message
+    assert "    user: CurrentUser" in message.splitlines()
+    assert "    dependencies=[Depends(require_roles(Role.ADMIN, Role.OWNER))]" in message
 
 
 @dataclass
@@ -170,7 +296,7 @@ ACTORS = ("owner", "admin", "member", "anonymous")
 
 # Expected status per actor, in the order of ACTORS, acting on a member's account and
 # that member's file.
-# Add a row for every new route; the completeness test below insists.
+# Add a row for every new route; the completeness test below insists, and gives the line.
 MATRIX: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/health"): (200, 200, 200, 200),
     ("GET", "/health/ready"): (200, 200, 200, 200),
@@ -207,9 +333,164 @@ CELLS = [
 ]
 
 
-def test_the_matrix_covers_every_route(app: FastAPI) -> None:
-    assert set(MATRIX) == served_routes(app)
-    assert set(MATRIX_REQUESTS) == set(MATRIX)
+# The path parameters the matrix fills from the world. Any other gets a fresh id: of
+# nothing that exists.
+PATH_PARAMETERS: dict[str, Callable[[World], uuid.UUID]] = {
+    "user_id": lambda world: world.target.id,
+    "file_id": lambda world: world.file_id,
+}
+
+
+def matrix_path(path: str, world: World) -> str:
+    def value(parameter: re.Match[str]) -> str:
+        fill = PATH_PARAMETERS.get(parameter[1])
+        return str(fill(world) if fill else uuid.uuid4())
+
+    return re.sub(r"\{([^}]+)\}", value, path)
+
+
+async def matrix_call(client: AsyncClient, world: World, route: Route, actor: str) -> Response:
+    """Call `route` as `actor` in `world`, with the request MATRIX_REQUESTS makes for it
+    (none, for a route it does not list yet)."""
+    method, path = route
+    headers = bearer(world.tokens[actor]) if actor in world.tokens else {}
+    request = MATRIX_REQUESTS.get(route, nothing)(world, actor)
+    return await client.request(method, matrix_path(path, world), headers=headers, **request)
+
+
+async def measure(
+    app: FastAPI, client: AsyncClient, settings: Settings, route: Route
+) -> tuple[int, ...]:
+    """The statuses `route` answers now, in the order of ACTORS, each in a world of its own
+    as a matrix cell is."""
+    statuses = []
+    for actor in ACTORS:
+        await empty_tables(app.state.engine)
+        world = await make_world(app, settings)
+        statuses.append((await matrix_call(client, world, route, actor)).status_code)
+    return tuple(statuses)
+
+
+def matrix_line(route: Route, statuses: tuple[int, ...]) -> str:
+    return f"    {route_key(route)}: {statuses},"
+
+
+def request_line(route: Route) -> str:
+    return f"    {route_key(route)}: nothing,"
+
+
+def unfilled_parameters(routes: Iterable[Route]) -> list[str]:
+    names = {name for _, path in routes for name in re.findall(r"\{([^}]+)\}", path)}
+    return sorted(names - set(PATH_PARAMETERS))
+
+
+def unmatched_message(
+    served: set[Route], bodies: set[Route], measured: dict[Route, tuple[int, ...]]
+) -> str:
+    """What to add to and remove from MATRIX and MATRIX_REQUESTS for them to list the
+    `served` routes (`bodies`: those that take a body); `measured` holds the statuses of
+    the routes MATRIX lacks."""
+    lines = prose(
+        f"MATRIX and MATRIX_REQUESTS in {THIS_FILE} must list exactly the routes the app serves."
+    )
+    if measured:
+        lines += paragraph(
+            "Add these lines to MATRIX:",
+            (matrix_line(route, statuses) for route, statuses in measured.items()),
+            f"They are the statuses the routes answer now to {', '.join(ACTORS)}, each in a"
+            " fresh world and called as MATRIX_REQUESTS says (with nothing, if it lacks the"
+            " route): check that they are the ones you mean.",
+            *(
+                f"{{{name}}} is filled with a fresh id, of nothing that exists: to call the"
+                " routes on a real one, make it in make_world and add it to PATH_PARAMETERS."
+                for name in unfilled_parameters(measured)
+            ),
+        )
+    if missing_requests := sorted(served - set(MATRIX_REQUESTS)):
+        lines += paragraph(
+            "Add these lines to MATRIX_REQUESTS:",
+            (request_line(route) for route in missing_requests),
+            *(
+                f"{method} {path} takes a body: in place of nothing, send one, as"
+                " json_body(...) does for the routes above."
+                for method, path in sorted(bodies.intersection(missing_requests))
+            ),
+        )
+    if gone := sorted(set(MATRIX) - served):
+        lines += paragraph(
+            "Remove these lines from MATRIX, as the app does not serve their routes:",
+            (matrix_line(route, MATRIX[route]) for route in gone),
+        )
+    if gone_requests := sorted(set(MATRIX_REQUESTS) - served):
+        lines += paragraph(
+            "Remove the entries that start with these lines from MATRIX_REQUESTS, as the app"
+            " does not serve their routes:",
+            (f"    {route_key(route)}:" for route in gone_requests),
+        )
+    if gone_public := sorted(PUBLIC_ROUTES - served):
+        lines += paragraph(
+            "Remove these lines from PUBLIC_ROUTES, as the app does not serve their routes:",
+            (public_line(route) for route in gone_public),
+        )
+    return "\n".join(lines)
+
+
+async def test_the_matrix_covers_every_route(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    routes = operations(app)
+    served = set(routes)
+    if set(MATRIX) != served or set(MATRIX_REQUESTS) != served:
+        bodies = {route for route, operation in routes.items() if "requestBody" in operation}
+        missing = sorted(served - set(MATRIX))
+        measured = {route: await measure(app, client, settings, route) for route in missing}
+        raise AssertionError(unmatched_message(served, bodies, measured))
+
+
+async def test_a_route_the_matrix_lacks_fails_with_the_lines_to_add(
+    widgets: FastAPI,
+    client: AsyncClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gone = ("GET", "/api/v1/gone")
+    monkeypatch.setitem(MATRIX, gone, (200, 200, 200, 200))
+    monkeypatch.setitem(MATRIX_REQUESTS, gone, nothing)
+    monkeypatch.setitem(globals(), "PUBLIC_ROUTES", {*PUBLIC_ROUTES, gone})
+    with pytest.raises(AssertionError) as failure:
+        await test_the_matrix_covers_every_route(widgets, client, settings)
+    message = str(failure.value)
+    assert THIS_FILE in message
+    listing, archive = ("GET", "/api/v1/widgets"), ("POST", "/api/v1/widgets/{widget_id}/archive")
+    # Without the body it takes, the archive route refuses everyone signed in.
+    assert ast.literal_eval(pasted(message, "Add these lines to MATRIX:")) == {
+        listing: (200, 200, 200, 200),
+        archive: (422, 422, 422, 401),
+    }
+    assert "{widget_id} is filled with a fresh id" in message
+    assert "POST /api/v1/widgets/{widget_id}/archive takes a body" in message
+    assert "GET /api/v1/widgets takes a body" not in message
+    assert pasted_requests(message) == {listing: "nothing", archive: "nothing"}
+    assert ast.literal_eval(pasted(message, "Remove these lines from MATRIX,")) == {
+        gone: (200, 200, 200, 200)
+    }
+    removals = pasted(message, "Remove the entries that start with these lines")
+    assert removals == '{\n    ("GET", "/api/v1/gone"):\n}'
+    assert ast.literal_eval(pasted(message, "Remove these lines from PUBLIC_ROUTES")) == {gone}
+
+
+async def test_a_missing_row_is_measured_with_the_request_given(
+    widgets: FastAPI, client: AsyncClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = ("POST", "/api/v1/widgets/{widget_id}/archive")
+    monkeypatch.setitem(MATRIX_REQUESTS, archive, json_body(lambda w: {"reason": "sold out"}))
+    with pytest.raises(AssertionError) as failure:
+        await test_the_matrix_covers_every_route(widgets, client, settings)
+    message = str(failure.value)
+    rows = ast.literal_eval(pasted(message, "Add these lines to MATRIX:"))
+    assert rows[archive] == (204, 204, 204, 401)
+    assert pasted_requests(message) == {("GET", "/api/v1/widgets"): "nothing"}
+    assert "takes a body" not in message
 
 
 @pytest.mark.parametrize(
@@ -226,14 +507,7 @@ async def test_authorization_matrix(
     expected: int,
 ) -> None:
     world = await make_world(app, settings)
-    method, path = route
-    headers = bearer(world.tokens[actor]) if actor in world.tokens else {}
-    response = await client.request(
-        method,
-        path.replace("{user_id}", str(world.target.id)).replace("{file_id}", str(world.file_id)),
-        headers=headers,
-        **MATRIX_REQUESTS[route](world, actor),
-    )
+    response = await matrix_call(client, world, route, actor)
     assert response.status_code == expected, response.text
 
 

@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import cli
+from app.core import migrations
 from app.core.config import Environment, Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import upgrade_to_head
@@ -196,3 +201,33 @@ def test_owner_says_who_the_owner_is_in_words_and_in_json(
     assert capsys.readouterr().out.strip() == "boss@example.com"
     assert cli.main(["owner", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"owner": "boss@example.com"}
+
+
+def test_migrate_with_two_heads_says_how_to_join_them(
+    database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The migrations as they are after an update: a revision of the user's and one of the
+    # template's both continue from the same one, whatever the history before it.
+    scripts = tmp_path / "alembic"
+    shutil.copytree(BACKEND_DIR / "alembic", scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    config = migrations.alembic_config(database)
+    config.set_main_option("script_location", str(scripts))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    for rev_id in ("9001", "1a2b3c4d5e6f"):
+        command.revision(config, message=f"fork {rev_id}", rev_id=rev_id, head=head, splice=True)
+
+    def scratch_config(url: str) -> Config:
+        forked = migrations_config(url)
+        forked.set_main_option("script_location", str(scripts))
+        return forked
+
+    migrations_config = migrations.alembic_config
+    monkeypatch.setattr(migrations, "alembic_config", scratch_config)
+    assert cli.main(["migrate"]) == 1
+    error = capsys.readouterr().err
+    assert "The migrations have 2 heads (1a2b3c4d5e6f, 9001)" in error
+    assert cli.MERGE_HEADS_COMMAND in error

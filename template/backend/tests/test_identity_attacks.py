@@ -432,4 +432,8 @@ async def test_account_requests_answer_alike_and_as_fast_for_any_address(
     assert status == 202
     known, unknown = statistics.median(timings["known"]), statistics.median(timings["unknown"])
     tolerance = max(0.003, 0.25 * min(known, unknown))
-    assert abs(known - unknown) <= tolerance, (known, unknown)
+    # Each round's two requests ran back to back: their difference is what an attacker
+    # measures, and a busy moment of the machine slows both alike.
+    pairs = zip(timings["known"], timings["unknown"], strict=True)
+    paired = statistics.median(known_time - unknown_time for known_time, unknown_time in pairs)
+    assert abs(paired) <= tolerance, (paired, known, unknown)

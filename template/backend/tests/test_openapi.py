@@ -57,9 +57,32 @@ def statuses(app: FastAPI, method: str, path: str) -> set[str]:
     return set(operations(app)[(method, path)]["responses"])
 
 
+def id_changes(found: dict[tuple[str, str], str]) -> str:
+    """What to change in OPERATION_IDS (in this file) to match the API: lines to copy."""
+    lines = []
+    added = {key: name for key, name in found.items() if OPERATION_IDS.get(key) != name}
+    if added:
+        lines.append(
+            "Add (or correct) these lines in OPERATION_IDS, in backend/tests/test_openapi.py; "
+            "an id is the route's tag and its function's name (app/api/openapi.py), so "
+            "rename the function to change one:"
+        )
+        lines += [
+            f'    ("{method}", "{path}"): "{name}",' for (method, path), name in added.items()
+        ]
+    gone = sorted(set(OPERATION_IDS) - set(found))
+    if gone:
+        lines.append("Remove these lines from OPERATION_IDS: the API no longer has them:")
+        lines += [
+            f'    ("{method}", "{path}"): "{OPERATION_IDS[(method, path)]}",'
+            for method, path in gone
+        ]
+    return "\n".join(lines)
+
+
 def test_operation_ids_are_the_chosen_ones(app: FastAPI) -> None:
     found = {key: operation["operationId"] for key, operation in operations(app).items()}
-    assert found == OPERATION_IDS
+    assert found == OPERATION_IDS, id_changes(found)
     assert all(re.fullmatch(r"[a-z]+(-[a-z]+)+", name) for name in found.values())
 
 
@@ -132,3 +155,13 @@ def test_a_stale_document_is_refused_with_the_command_that_fixes_it(
     assert cli.OPENAPI_COMMAND in capsys.readouterr().err
     assert cli.main(["openapi", "--output", str(stale)]) == 0
     assert cli.main(["openapi", "--check", "--output", str(stale)]) == 0
+
+
+def test_a_route_missing_from_the_ids_gets_the_line_to_copy() -> None:
+    # A route no project has: a project's own are in OPERATION_IDS already.
+    found = {**OPERATION_IDS, ("GET", "/api/v1/probes/{probe_id}"): "probes-read"}
+    del found[("GET", "/health")]
+    lines = id_changes(found).splitlines()
+    assert '    ("GET", "/api/v1/probes/{probe_id}"): "probes-read",' in lines
+    assert '    ("GET", "/health"): "health-liveness",' in lines
+    assert id_changes(dict(OPERATION_IDS)) == ""

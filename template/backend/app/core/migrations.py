@@ -25,9 +25,10 @@ def upgrade_to_head(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
-def head_revision() -> str | None:
-    """The newest revision the migration scripts define."""
-    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+def head_revisions() -> tuple[str, ...]:
+    """The revisions no other one follows: one, unless two lines of migrations (the
+    template's and yours, after an update) wait for a merge revision."""
+    return tuple(ScriptDirectory.from_config(alembic_config("")).get_heads())
 
 
 async def current_revision(settings: Settings) -> str | None:
