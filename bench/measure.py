@@ -8,9 +8,10 @@ Prints one JSON object: {name: {"value", "unit", "how"}}. Progress goes to stder
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -371,36 +372,6 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-class Load:
-    """What the connections of one load run measured."""
-
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.failures = 0
-
-
-async def _keep_requesting(
-    port: int, request: bytes, load: Load, measure_from: float, until: float
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while (started := time.perf_counter()) < until:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            if started >= measure_from:
-                load.latencies.append(time.perf_counter() - started)
-                if head[9:12] != b"200":
-                    load.failures += 1
-    finally:
-        writer.close()
-
-
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -408,48 +379,53 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load_endpoint(
-    port: int, path: str, server_pid: int, headers: dict[str, str] | None = None
-) -> Result:
-    """CONNECTIONS keep-alive connections, each sending its next request as soon as the
-    last answer is in, for LOAD_SECONDS after WARMUP_SECONDS.
+WRK_INSTALL = "apt-get update && apt-get install -y wrk"
 
-    The client speaks HTTP/1.1 over asyncio streams with a request built once: a general
-    HTTP client spends more CPU per request than the server under test, and on a small
-    machine would measure itself. The server's CPU time per request is measured too: on a
-    machine that is busy with other work it varies much less than requests/s.
-    """
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    load = Load()
-    cpu: list[float] = []
 
-    async def sample_cpu(at: float) -> None:
-        await asyncio.sleep(at - time.perf_counter())
-        cpu.append(cpu_seconds(server_pid))
+def wrk_binary() -> str:
+    """wrk, installed from Debian's packages when it is missing and this may do so."""
+    found = shutil.which("wrk")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        log("throughput: installing wrk (Debian package) ...")
+        subprocess.run(["apt-get", "update", "-q"], check=True, stdout=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=sys.stderr)
+        found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit(f"the throughput benchmark needs wrk: {WRK_INSTALL}")
+    return found
 
-    async def run() -> None:
-        start = time.perf_counter()
-        measure_from = start + WARMUP_SECONDS
-        until = measure_from + LOAD_SECONDS
-        await asyncio.gather(
-            sample_cpu(measure_from),
-            sample_cpu(until),
-            *(
-                _keep_requesting(port, request, load, measure_from, until)
-                for _ in range(CONNECTIONS)
-            ),
-        )
 
-    asyncio.run(run())
-    if load.failures:
-        raise RuntimeError(f"{load.failures} answers to GET {path} were not 200")
+DURATION_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_milliseconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * DURATION_UNITS[unit]
+
+
+def wrk_load(url: str, server_pid: int, headers: dict[str, str] | None = None) -> Result:
+    """`wrk -t1 -c32 --latency` on `url` for LOAD_SECONDS, after WARMUP_SECONDS of the
+    same unmeasured; the server's CPU time per request over the measured run too."""
+    command = [wrk_binary(), "-t1", f"-c{CONNECTIONS}", "--latency"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    subprocess.run([*command, f"-d{WARMUP_SECONDS:g}s", url], check=True, capture_output=True)
+    before = cpu_seconds(server_pid)
+    output = subprocess.run(
+        [*command, f"-d{LOAD_SECONDS:g}s", url], check=True, capture_output=True, text=True
+    ).stdout
+    cpu = cpu_seconds(server_pid) - before
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", output, re.MULTILINE))
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)$", output, re.MULTILINE)
     return {
-        "requests_per_second": len(load.latencies) / LOAD_SECONDS,
-        "p50_ms": statistics.median(load.latencies) * 1000,
-        "p99_ms": percentile(load.latencies, 0.99) * 1000,
-        "cpu_ms_per_request": (cpu[1] - cpu[0]) * 1000 / len(load.latencies),
+        "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        "p50_ms": wrk_milliseconds(percentiles["50"]),
+        "p99_ms": wrk_milliseconds(percentiles["99"]),
+        "non_2xx": int(failed.group(1)) if failed else 0,
+        "socket_errors": errors.group(1) if errors else "none",
+        "cpu_ms_per_request": cpu * 1000 / requests,
     }
 
 
@@ -477,23 +453,87 @@ def postgres_database() -> Iterator[str]:
         subprocess.run([*admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
 
 
+LIST_SIZE = 50
+# What the load runs, after the bare endpoint: (result name, path, what it is).
+ENDPOINTS = (
+    ("users_me", "/api/v1/users/me", "GET /api/v1/users/me: JWT check and one PostgreSQL read"),
+    (
+        "users_list",
+        f"/api/v1/users?limit={LIST_SIZE}",
+        f"GET /api/v1/users?limit={LIST_SIZE} as the owner, {LIST_SIZE + 1} accounts",
+    ),
+    (
+        "files_list",
+        f"/api/v1/files?limit={LIST_SIZE}",
+        f"GET /api/v1/files?limit={LIST_SIZE} as the owner, {LIST_SIZE} files",
+    ),
+)
+
+# Run in the app's environment: LIST_SIZE more accounts and LIST_SIZE files of the owner
+# (rows only: the list reads no file content), and the SQL statements each endpoint sends,
+# counted in-process with the app's own engine.
+SEED_AND_COUNT = """
+import asyncio, json, sys, uuid
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import event, select
+from app.core.config import get_settings
+from app.main import create_app
+from app.models import File, User
+
+size, token, paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+async def main():
+    app = create_app(get_settings())
+    async with app.router.lifespan_context(app):
+        async with app.state.sessionmaker.begin() as session:
+            owner = (await session.scalars(select(User))).one()
+            session.add_all(User(email=f"member{n}@example.com", hashed_password="x") for n in range(size))
+            session.add_all(
+                File(owner_id=owner.id, object_key=f"uploads/{uuid.uuid4().hex}", original_name=f"notes-{n}.txt",
+                     content_type="text/plain", size=n, checksum_sha256="0" * 64)
+                for n in range(size)
+            )
+        sent = []
+        event.listen(app.state.engine.sync_engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+        counts = {}
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://bench") as client:
+            for path in paths:
+                sent.clear()
+                response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+                response.raise_for_status()
+                counts[path] = len(sent)
+    print(json.dumps(counts))
+
+asyncio.run(main())
+"""
+
+
+def serve_bare(project: Path, directory: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The bare app under uvicorn in the app's own environment, and its port."""
+    Path(directory, "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    python = str(project / "backend" / ".venv-app" / "bin" / "python")
+    # uvicorn's defaults, as `python -m app` runs it: one worker, its access log on.
+    server = subprocess.Popen(
+        [python, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return server, port
+
+
 def measure_throughput(project: Path) -> dict[str, Result]:
-    results: dict[str, Result] = {}
+    """The bare endpoint and the app's, one after the other in the same run: the bare
+    one is the ceiling each figure of the app's is a share of."""
+    wrk_binary()
+    figures: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as bare_dir:
-        Path(bare_dir, "bare_app.py").write_text(BARE_APP)
-        port = free_port()
-        python = str(project / "backend" / ".venv-app" / "bin" / "python")
-        # uvicorn's defaults, as `python -m app` runs it: one worker, its access log on.
-        bare = subprocess.Popen(
-            [python, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=bare_dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        bare, port = serve_bare(project, bare_dir)
         try:
             wait_for_health(f"http://127.0.0.1:{port}/bare")
-            log(f"throughput: {CONNECTIONS} connections on a bare FastAPI endpoint ...")
-            ceiling = load_endpoint(port, "/bare", bare.pid)
+            log(f"throughput: wrk, {CONNECTIONS} connections, a bare FastAPI endpoint ...")
+            figures["bare"] = wrk_load(f"http://127.0.0.1:{port}/bare", bare.pid)
         finally:
             bare.terminate()
             bare.wait(timeout=30)
@@ -504,45 +544,65 @@ def measure_throughput(project: Path) -> dict[str, Result]:
         api = running.start_api(quiet=True)
         with httpx.Client(base_url=running.url, timeout=30) as client:
             token = running.owner_token(client)
-        log(f"throughput: {CONNECTIONS} connections on GET /api/v1/users/me ...")
-        me = load_endpoint(
-            running.port, "/api/v1/users/me", api.pid, {"Authorization": f"Bearer {token}"}
+        paths = [path for _name, path, _what in ENDPOINTS]
+        counted = subprocess.run(
+            [running.python, "-c", SEED_AND_COUNT, str(LIST_SIZE), token, *paths],
+            cwd=running.backend,
+            env=running.env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
-    how = f"{CONNECTIONS} keep-alive connections from an asyncio client on loopback, {LOAD_SECONDS:g} s after {WARMUP_SECONDS:g} s of warm-up, one uvicorn worker"
-    for name, figures, what in (
-        ("bare", ceiling, "a bare FastAPI endpoint (the ceiling)"),
-        ("users_me", me, "GET /api/v1/users/me, authenticated: JWT check and a PostgreSQL read"),
-    ):
+        statements = json.loads(counted.stdout)
+        for name, path, _what in ENDPOINTS:
+            log(f"throughput: wrk, {CONNECTIONS} connections, GET {path} ...")
+            figures[name] = wrk_load(
+                f"{running.url}{path}", api.pid, {"Authorization": f"Bearer {token}"}
+            )
+    how = f"wrk -t1 -c{CONNECTIONS} --latency, {LOAD_SECONDS:g} s after {WARMUP_SECONDS:g} s of warm-up, one uvicorn worker, production settings, PostgreSQL"
+    ceiling = figures["bare"]
+    results: dict[str, Result] = {}
+    described = [("bare", "", "a bare FastAPI endpoint (the ceiling)"), *ENDPOINTS]
+    for name, path, what in described:
+        measured = figures[name]
+        if measured["non_2xx"] or measured["socket_errors"] != "none":
+            raise RuntimeError(
+                f"{name}: {measured['non_2xx']} non-2xx answers, socket errors: {measured['socket_errors']}"
+            )
         results[f"{name}_requests_per_second"] = {
-            "value": round(figures["requests_per_second"]),
+            "value": round(measured["requests_per_second"]),
             "unit": "req/s",
             "how": f"{what}; {how}",
         }
         results[f"{name}_p50"] = {
-            "value": round(figures["p50_ms"], 2),
+            "value": round(measured["p50_ms"], 2),
             "unit": "ms",
-            "how": "median latency of the same requests",
+            "how": "median latency, from wrk",
         }
         results[f"{name}_p99"] = {
-            "value": round(figures["p99_ms"], 2),
+            "value": round(measured["p99_ms"], 2),
             "unit": "ms",
-            "how": "99th percentile latency of the same requests",
+            "how": "99th percentile latency, from wrk",
         }
         results[f"{name}_server_cpu_per_request"] = {
-            "value": round(figures["cpu_ms_per_request"], 3),
+            "value": round(measured["cpu_ms_per_request"], 3),
             "unit": "ms",
-            "how": "the server process's user+system CPU time over the same window, per request",
+            "how": "the server process's user+system CPU time over the measured run, per request",
         }
-    results["users_me_share_of_bare"] = {
-        "value": round(100 * me["requests_per_second"] / ceiling["requests_per_second"], 1),
-        "unit": "%",
-        "how": "users/me requests/s as a share of the bare endpoint's, same run",
-    }
-    results["users_me_share_of_bare_by_cpu"] = {
-        "value": round(100 * ceiling["cpu_ms_per_request"] / me["cpu_ms_per_request"], 1),
-        "unit": "%",
-        "how": "the bare endpoint's server CPU per request as a share of users/me's: the requests/s share a core of its own would give",
-    }
+        if name == "bare":
+            continue
+        results[f"{name}_share_of_bare"] = {
+            "value": round(
+                100 * measured["requests_per_second"] / ceiling["requests_per_second"], 1
+            ),
+            "unit": "%",
+            "how": f"{name} requests/s as a share of the bare endpoint's, same run",
+        }
+        results[f"{name}_statements"] = {
+            "value": statements[path],
+            "unit": "statements",
+            "how": "SQL statements one request sends (the same for any page size: tests/test_request_costs.py)",
+        }
     return results
 
 

@@ -40,10 +40,16 @@ COPIER_RUNS = 5
 MEASURED_HERE = "copier"
 
 
-def clone_template(destination: Path) -> Path:
-    """A clone of the template's committed HEAD: uncommitted changes stay out of it."""
+def clone_template(destination: Path, ref: str) -> Path:
+    """A clone of the template at `ref` (a commit, a tag): uncommitted changes stay out."""
     subprocess.run(
         ["git", "clone", "--quiet", str(TEMPLATE_DIR), str(destination)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["git", "checkout", "--quiet", "-B", "bench", ref],
+        cwd=destination,
         check=True,
         capture_output=True,
     )
@@ -93,6 +99,9 @@ def measure_copier(template: Path, workdir: Path) -> dict[str, dict[str, object]
                     "copy",
                     "--trust",
                     "--defaults",
+                    # The commit being measured, not the newest release tag.
+                    "--vcs-ref",
+                    "HEAD",
                     *BENCH_ANSWERS,
                     str(template),
                     str(destination),
@@ -107,7 +116,9 @@ def measure_copier(template: Path, workdir: Path) -> dict[str, dict[str, object]
     project = workdir / "copy-0"
     updates = []
     for _ in range(COPIER_RUNS):
-        updates.append(timed([*copier, "update", "--trust", "--defaults"], project))
+        updates.append(
+            timed([*copier, "update", "--trust", "--defaults", "--vcs-ref", "HEAD"], project)
+        )
         assert "A line from a newer template version." in (project / "README.md").read_text()
         # Back to the project as copied, for the next update.
         git(project, "reset", "--quiet", "--hard")
@@ -141,14 +152,28 @@ def main() -> int:
         help="run only these: copier, or the names in measure.py's MEASUREMENTS",
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated project")
+    parser.add_argument(
+        "--ref",
+        default="HEAD",
+        help="the template commit to measure (default HEAD), with this checkout's measure.py: "
+        "an earlier one gives the figures from before a change",
+    )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="measure nothing: write README.md's table from bench/results.json",
+    )
     args = parser.parse_args()
+    if args.table:
+        write_readme_table()
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="dayone-bench-"))
     project = workdir / "project"
     results: dict[str, dict[str, object]] = {}
     only = set(args.only or [])
     run_measure = not args.only or bool(only - {MEASURED_HERE})
     try:
-        template = clone_template(workdir / "template")
+        template = clone_template(workdir / "template", args.ref)
         if run_measure:
             print(f"Rendering the template into {project} ...", flush=True)
             render(template, project)
@@ -197,9 +222,114 @@ def report(results: dict[str, dict[str, object]]) -> int:
     print(f"\n{'measurement'.ljust(width)}  value")
     for name, result in results.items():
         print(f"{name.ljust(width)}  {result['value']:g} {result['unit']}  ({result['how']})")
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    # A partial run (--only) replaces its own figures and keeps the others.
+    earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    RESULTS.write_text(json.dumps({**earlier, **results}, indent=2) + "\n")
     print(f"\nwritten to {RESULTS.relative_to(TEMPLATE_DIR)}")
+    write_readme_table()
     return 0
+
+
+README = TEMPLATE_DIR / "README.md"
+TABLE_START = (
+    "<!-- bench table: written by `uv run python bench/run.py --table` from bench/results.json -->"
+)
+TABLE_END = "<!-- end of bench table -->"
+# The README's rows: what was measured, its figures (results.json's values by name), the
+# target.
+README_ROWS = (
+    (
+        "`copier copy --trust --defaults`, median of 5",
+        "{copier_copy_median} s",
+        "",
+    ),
+    (
+        "`copier update --trust --defaults` to a newer commit, median of 5",
+        "{copier_update_median} s ({copier_update_to_copy}× the copy)",
+        "≤ 2.5× the copy",
+    ),
+    (
+        "bare FastAPI endpoint, one uvicorn worker, wrk -t1 -c32",
+        (
+            "{bare_requests_per_second} req/s, p50 {bare_p50} ms, p99 {bare_p99} ms; "
+            "{bare_server_cpu_per_request} ms CPU per request"
+        ),
+        "the ceiling",
+    ),
+    (
+        "GET /api/v1/users/me (JWT, PostgreSQL, production settings), same run",
+        (
+            "{users_me_requests_per_second} req/s ({users_me_share_of_bare} %), p50 {users_me_p50} "
+            "ms, p99 {users_me_p99} ms; {users_me_server_cpu_per_request} ms CPU per request; "
+            "{users_me_statements} statement"
+        ),
+        "≥ 20 %, p99 < 50 ms",
+    ),
+    (
+        "GET /api/v1/users?limit=50 as the owner, same run",
+        (
+            "{users_list_requests_per_second} req/s ({users_list_share_of_bare} %), p99 "
+            "{users_list_p99} ms; {users_list_server_cpu_per_request} ms CPU; "
+            "{users_list_statements} statements"
+        ),
+        "≥ 10 %",
+    ),
+    (
+        "GET /api/v1/files?limit=50 (50 files), same run",
+        (
+            "{files_list_requests_per_second} req/s ({files_list_share_of_bare} %), p99 "
+            "{files_list_p99} ms; {files_list_server_cpu_per_request} ms CPU; "
+            "{files_list_statements} statements"
+        ),
+        "≥ 10 %",
+    ),
+    (
+        "login p50 / p99 (Argon2id m=19 MiB t=2 p=1, OWASP's minimum; 50 in a row)",
+        "{login_p50} ms / {login_p99} ms",
+        "p50 < 100 ms",
+    ),
+    ("API resident memory after start-up and a login", "{api_rss_before_upload} MiB", ""),
+    (
+        "peak while a 512 MiB upload streams to S3 and is read back",
+        "{upload_512mib_peak_rss} MiB (+{upload_512mib_rss_growth} MiB)",
+        "growth ≤ 32 MiB",
+    ),
+    (
+        "request-verify → message at the SMTP server, via Redis and the worker (median of 20)",
+        "{request_verify_to_smtp_median} ms",
+        "",
+    ),
+    (
+        "no-op job, enqueue → result, one worker (median / p99 of 50)",
+        "{job_latency_p50} ms / {job_latency_p99} ms",
+        "",
+    ),
+    ("no-op jobs, 500 at once, one worker", "{jobs_per_second} jobs/s", ""),
+)
+
+
+def readme_table(results: dict[str, dict[str, object]]) -> str:
+    values = {name: result["value"] for name, result in results.items()}
+    lines = ["| measurement | value | target |", "|---|---|---|"]
+    for what, figures, target in README_ROWS:
+        try:
+            value = figures.format_map(values)
+        except KeyError:
+            value = "not measured yet"
+        lines.append(f"| {what} | {value} | {target} |")
+    return "\n".join(lines)
+
+
+def write_readme_table() -> None:
+    """The README's figures table, written again from bench/results.json."""
+    results = json.loads(RESULTS.read_text())
+    readme = README.read_text(encoding="utf-8")
+    before, found, rest = readme.partition(TABLE_START + "\n")
+    _table, found_end, after = rest.partition("\n" + TABLE_END)
+    if not (found and found_end):
+        raise SystemExit(f"README.md has no {TABLE_START!r} ... {TABLE_END!r} block")
+    README.write_text(f"{before}{TABLE_START}\n{readme_table(results)}\n{TABLE_END}{after}")
+    print(f"the table in {README.relative_to(TEMPLATE_DIR)} is written from the results")
 
 
 if __name__ == "__main__":

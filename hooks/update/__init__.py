@@ -28,9 +28,11 @@ existing git project (`copier recopy --overwrite`, or `copier copy --overwrite` 
 there is no merge then, so every file the user changed keeps the user's version and the
 freshly rendered one goes to FILE.new.
 
-To tell the user's changes from the template's the hook renders the previous template
-version (and, for an update, the new one) with the project's answers into scratch
-directories: Copier deletes its own renders before the "after" stage runs.
+To tell the user's changes from the template's the hook needs the previous template
+version rendered with the project's answers (and, for an update, at times the new one).
+Copier deletes its own renders before the "after" stage runs, so hooks/pre_update.py
+keeps Copier's render of the previous version in the "before" stage; where there is none
+to keep (a copy, an older Copier), the hook renders it into a scratch directory itself.
 
 One module per step: resolve.py (points 1 to 5; newfiles.py chooses and records the
 FILE.new names, renders.py makes the scratch copies), lock.py (6), report.py (7) and
@@ -101,10 +103,12 @@ def run_update(project: Path, template: str, answers_file: str, strict: bool) ->
         new_job: Job = ("new", ref_to, current_answers)
         untracked = git.names("ls-files", "--others", "--exclude-standard")
         rejects = any(name.endswith(".rej") for name in untracked)
+        # The previous version's render is Copier's own where hooks/pre_update.py kept it.
+        base_jobs = [] if renders.adopt_kept_base(git, head_answers) else [base_job]
         if rejects or git.has_deletions():
-            renders.load(template, [base_job, new_job])
+            renders.load(template, [*base_jobs, new_job])
         else:
-            renders.load(template, [base_job])
+            renders.load(template, base_jobs)
             if set(renders.base) - git.head_files():
                 renders.load(template, [new_job])
         outcome.warnings += renders.errors

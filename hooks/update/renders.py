@@ -63,6 +63,41 @@ def rendered_files(root: Path, answers_file: str) -> dict[str, Path]:
     }
 
 
+# Copier's own render of the previous version during `copier update`, in the temporary
+# directory under one of these prefixes (copier/_main.py, `_apply_update`).
+COPIER_OLD_COPY_PREFIXES = ("copier._main.old_copy.", "copier.main.old_copy.")
+# Where hooks/pre_update.py keeps it, in the project's git directory.
+KEPT_RENDER = "dayone-previous-render"
+
+
+def kept_render_dir(git: Git) -> Path:
+    return Path(git.run("rev-parse", "--absolute-git-dir").stdout.decode().strip()) / KEPT_RENDER
+
+
+def keep_copiers_render(project: Path, answers_file: str) -> None:
+    """Copy Copier's render of the previous version (the one whose answers file is the
+    project's committed one) to where `Renders` finds it; keep nothing when it is not
+    exactly one candidate."""
+    git = Git(project)
+    kept = kept_render_dir(git)
+    shutil.rmtree(kept, ignore_errors=True)
+    answers = git.head_blob(answers_file)
+    if answers is None:
+        return
+    # A project in a subdirectory of its repository is rendered into that subdirectory.
+    inside = git.run("rev-parse", "--show-prefix").stdout.decode().strip()
+    scratch = Path(tempfile.gettempdir())
+    found = [
+        root
+        for prefix in COPIER_OLD_COPY_PREFIXES
+        for copy in scratch.glob(f"{prefix}*")
+        if ((root := copy / inside) / answers_file).is_file()
+        and (root / answers_file).read_bytes() == answers
+    ]
+    if len(found) == 1:
+        shutil.copytree(found[0], kept, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+
+
 # A render to make: "base" or "new", the template version, the answers to render with.
 Job = tuple[str, str | None, bytes | None]
 
@@ -78,6 +113,21 @@ class Renders:
         self.base_ok = False
         self.new_ok = False
         self.errors: list[str] = []
+
+    def adopt_kept_base(self, git: Git, answers: bytes | None) -> bool:
+        """Take the previous version's render hooks/pre_update.py kept from Copier's own,
+        when it was rendered with `answers`; whether there was one."""
+        kept = kept_render_dir(git)
+        try:
+            if answers is None or (kept / self.answers_file).read_bytes() != answers:
+                return False
+            shutil.move(kept, self.scratch / "base")
+        except OSError:
+            return False
+        finally:
+            shutil.rmtree(kept, ignore_errors=True)
+        self.base, self.base_ok = rendered_files(self.scratch / "base", self.answers_file), True
+        return True
 
     def load(self, template: str, jobs: Sequence[Job]) -> None:
         """Render ("base" or "new", ref, answers) jobs side by side."""

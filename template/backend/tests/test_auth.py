@@ -14,14 +14,25 @@ import jwt
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
 from sqlalchemy import select
 
+from app.core import security
 from app.core.clock import utcnow
 from app.core.config import Settings
+from app.core.security import LEEWAY_SECONDS, InvalidTokenError, decode_access_token
 from app.main import create_app
 from app.models import User
 from app.services.account_service import link_base
-from tests.support import PASSWORD, bearer, login, messages_to, register
+from tests.support import (
+    PASSWORD,
+    access_token,
+    add_user,
+    bearer,
+    login,
+    messages_to,
+    register,
+)
 
 
 async def test_register_login_and_read_me(client: AsyncClient) -> None:
@@ -346,3 +357,29 @@ async def test_a_client_cannot_dodge_the_address_limit_with_x_forwarded_for(
                 )
                 statuses.append(response.status_code)
     assert statuses == [401, 401, 401, 429]
+
+
+async def test_a_token_verified_before_still_expires(
+    app: FastAPI, client: AsyncClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A token seen again is not verified again, but its expiry is checked on every use.
+    user = await add_user(app, "ada@example.com")
+    headers = bearer(await access_token(app, settings, user.id))
+    assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 200
+    later = utcnow() + timedelta(minutes=settings.ACCESS_TOKEN_MINUTES, seconds=LEEWAY_SECONDS + 5)
+    monkeypatch.setattr(security, "utcnow", lambda: later)
+    assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 401
+
+
+async def test_a_token_verified_under_one_key_is_refused_under_another(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    user = await add_user(app, "ada@example.com")
+    token = await access_token(app, settings, user.id)
+    assert decode_access_token(token, settings).user_id == user.id
+    rotated = settings.model_copy(update={"SECRET_KEY": SecretStr("another key " * 4)})
+    with pytest.raises(InvalidTokenError):
+        decode_access_token(token, rotated)
+    other_audience = settings.model_copy(update={"JWT_AUDIENCE": "another-api"})
+    with pytest.raises(InvalidTokenError):
+        decode_access_token(token, other_audience)

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.config import Settings
+from app.core.storage import PART_SIZE
 from app.models import File
-from app.services.storage_service import PART_SIZE, S3Storage
+from app.services.s3_storage import S3Storage
 from tests.support import running_app, token_for, upload
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"

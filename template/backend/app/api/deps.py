@@ -29,10 +29,10 @@ from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.rbac import Role
 from app.core.security import InvalidTokenError, decode_access_token
+from app.core.storage import Storage, StorageUnavailableError
 from app.models import User
 from app.schemas.common import Paging
 from app.services import user_service
-from app.services.storage_service import Storage, StorageUnavailableError
 
 logger = logging.getLogger("app.auth")
 
@@ -73,32 +73,40 @@ class StorageDisabledError(StorageUnavailableError):
     public_message = "File storage is turned off (STORAGE_BACKEND=none)."
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 @raises(RateLimitedError)
-def get_throttle(request: Request) -> Throttle:
+async def get_throttle(request: Request) -> Throttle:
     throttle: Throttle = request.app.state.throttle
     return throttle
 
 
+# Requests that only read: on PostgreSQL their statements run without a transaction,
+# which saves the BEGIN and COMMIT round trips, and a write through them is refused.
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 @raises(DatabaseUnavailableError)
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessionmaker = request.app.state.sessionmaker
+    if request.method in READ_METHODS:
+        sessionmaker = request.app.state.read_sessionmaker or sessionmaker
     # `async with`, not `async for` over a generator: an error raised in the route is
     # thrown into this dependency, and must reach the rollback at once.
-    async with session_scope(request.app.state.sessionmaker) as session:
+    async with session_scope(sessionmaker) as session:
         yield session
 
 
 @raises(QueueUnavailableError)
-def get_jobs(request: Request, background: BackgroundTasks) -> Jobs:
+async def get_jobs(request: Request, background: BackgroundTasks) -> Jobs:
     return Jobs(request.app.state.queue, background)
 
 
 @raises(StorageUnavailableError)
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage | None = request.app.state.storage
     if storage is None:
         raise StorageDisabledError("STORAGE_BACKEND=none")
@@ -174,7 +182,7 @@ MAX_OFFSET = 2**63 - 1
 MAX_LIMIT = 100
 
 
-def get_paging(
+async def get_paging(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many items")] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many to skip")] = 0,
 ) -> Paging:

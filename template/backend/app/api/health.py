@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.services.storage_service import Storage
+from app.core.storage import Storage
 
 router = APIRouter(tags=["health"])
 

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from app.core.config import Settings
 
@@ -31,15 +33,27 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    # pool_pre_ping replaces connections the server dropped (a restart, a failover)
-    # instead of failing the next request with them.
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=settings.DATABASE_ECHO,
-        pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=settings.DATABASE_POOL_SIZE,
+        max_overflow=0,
+        pool_timeout=settings.DATABASE_POOL_TIMEOUT,
     )
+    event.listen(engine.sync_engine, "checkout", _reject_closed_connection)
+    return engine
+
+
+def _reject_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Replace a pooled connection the server has closed (a restart, a failover, an
+    administrator ending it) before a request gets it.
+
+    asyncpg learns of the close when the socket does, while the connection idles in the
+    pool, so this costs no round trip; SQLAlchemy's pool_pre_ping would send one with
+    every checkout. DisconnectionError makes the pool connect that slot again.
+    """
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -64,6 +78,42 @@ def _sqlite_begin(connection: Connection) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class ReadOnlyTransactionError(RuntimeError):
+    """A write through a session that reads without a transaction."""
+
+
+class ReadSession(Session):
+    """A session whose statements each run on their own, outside a transaction: no BEGIN
+    or COMMIT round trip. Only reads: a write would not be atomic, so it is refused."""
+
+
+def _refuse_write(message: str) -> None:
+    raise ReadOnlyTransactionError(
+        f"{message} through a read-only session: requests that read (GET, HEAD) have no "
+        "transaction; write in a POST, PUT, PATCH or DELETE route"
+    )
+
+
+@event.listens_for(ReadSession, "before_flush")
+def _no_flush(session: Session, _context: Any, _instances: Any) -> None:
+    _refuse_write("changed objects were flushed")
+
+
+@event.listens_for(ReadSession, "do_orm_execute")
+def _no_write_statement(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        _refuse_write("an INSERT, UPDATE or DELETE was sent")
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession] | None:
+    """Sessions for requests that only read, on PostgreSQL; None on SQLite, whose
+    transactions cost no round trip (and take the write lock as they begin)."""
+    if engine.dialect.name == "sqlite":
+        return None
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(autocommit, expire_on_commit=False, sync_session_class=ReadSession)
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -197,8 +198,9 @@ def database_unreachable(exc: Exception) -> bool:
         return exc.connection_invalidated or (
             isinstance(sqlstate, str) and sqlstate[:2] in UNREACHABLE_SQLSTATE_CLASSES
         )
-    # The driver raises these itself while it connects, before SQLAlchemy wraps anything.
-    return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
+    # The driver raises these itself while it connects, before SQLAlchemy wraps anything;
+    # the pool raises its TimeoutError when every connection stayed busy too long.
+    return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror | PoolTimeoutError)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -238,7 +240,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return await unhandled_exception(request, exc)
         return await app_error(request, DatabaseUnavailableError(str(exc)))
 
-    for error_class in (DBAPIError, ConnectionError, TimeoutError, socket.gaierror):
+    for error_class in (
+        DBAPIError,
+        ConnectionError,
+        TimeoutError,
+        socket.gaierror,
+        PoolTimeoutError,
+    ):
         app.add_exception_handler(error_class, database_error)
 
     @app.exception_handler(Exception)

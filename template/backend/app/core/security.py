@@ -18,7 +18,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import jwt
@@ -27,7 +27,7 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.bcrypt import BcryptHasher
 
-from app.core.clock import to_millisecond
+from app.core.clock import to_millisecond, utcnow
 from app.core.config import Settings
 from app.core.secret_key import predictable_positions
 
@@ -175,7 +175,34 @@ def create_access_token(
     )
 
 
+@dataclass(frozen=True)
+class VerifiedToken:
+    claims: AccessClaims
+    expires_at: float
+
+
 def decode_access_token(token: str, settings: Settings) -> AccessClaims:
+    """The claims of a valid access token of this service; InvalidTokenError otherwise.
+
+    A token's signature, header and claims are checked once: a token seen again (every
+    request of a client carries the same one) is looked up among the recently verified,
+    and only its expiry is checked again.
+    """
+    verified = verify_access_token(
+        token,
+        settings.SECRET_KEY.get_secret_value(),
+        settings.JWT_AUDIENCE,
+        settings.JWT_ISSUER,
+    )
+    if utcnow().timestamp() > verified.expires_at + LEEWAY_SECONDS:
+        raise InvalidTokenError("expired token")
+    return verified.claims
+
+
+# Keyed by the token and everything it was verified against; a token that fails is not
+# kept, so only valid ones fill it.
+@lru_cache(maxsize=4096)
+def verify_access_token(token: str, secret: str, audience: str, issuer: str) -> VerifiedToken:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -189,10 +216,10 @@ def decode_access_token(token: str, settings: Settings) -> AccessClaims:
     try:
         claims = jwt.decode(
             token,
-            settings.SECRET_KEY.get_secret_value(),
+            secret,
             algorithms=[ALGORITHM],
-            audience=settings.JWT_AUDIENCE,
-            issuer=settings.JWT_ISSUER,
+            audience=audience,
+            issuer=issuer,
             leeway=LEEWAY_SECONDS,
             options={"require": REQUIRED_CLAIMS},
         )
@@ -203,13 +230,14 @@ def decode_access_token(token: str, settings: Settings) -> AccessClaims:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidTokenError(f"{name} is not a NumericDate")
     try:
-        return AccessClaims(
+        access = AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             session_id=uuid.UUID(claims["sid"]),
             issued_at=float(claims["iat"]),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise InvalidTokenError("invalid token") from exc
+    return VerifiedToken(access, float(claims["exp"]))
 
 
 def new_opaque_token() -> str:

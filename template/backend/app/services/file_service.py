@@ -25,13 +25,9 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import NotFoundError, raises
 from app.core.queue import JobCall, Jobs, QueueUnavailableError, final_attempt, job_settings
 from app.core.rbac import manages
+from app.core.storage import ObjectMissingError, Storage, StorageUnavailableError
 from app.models import File, FileStatus, User
-from app.services.storage_service import (
-    ObjectMissingError,
-    Storage,
-    StorageUnavailableError,
-    create_storage,
-)
+from app.services.storage_service import create_storage
 from app.services.upload_service import (
     MalformedUploadError,
     UnsupportedFileTypeError,

@@ -19,6 +19,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.core.errors import AppError
+from app.core.storage import KEY_PREFIX, Storage, Upload
 from app.services.file_types import (
     MARKUP_SPAN,
     PLAIN_TEXT,
@@ -27,7 +28,6 @@ from app.services.file_types import (
     find_markup,
     name_for_type,
 )
-from app.services.storage_service import KEY_PREFIX, Storage, Upload
 
 FILE_FIELD = "file"
 # Room for the multipart framing and small form fields around the file.
