@@ -545,14 +545,17 @@ def measure_throughput(project: Path) -> dict[str, Result]:
         with httpx.Client(base_url=running.url, timeout=30) as client:
             token = running.owner_token(client)
         paths = [path for _name, path, _what in ENDPOINTS]
+        # The measuring environment's Python: the counting client is httpx's.
         counted = subprocess.run(
-            [running.python, "-c", SEED_AND_COUNT, str(LIST_SIZE), token, *paths],
+            [sys.executable, "-c", SEED_AND_COUNT, str(LIST_SIZE), token, *paths],
             cwd=running.backend,
             env=running.env,
-            check=True,
             capture_output=True,
             text=True,
+            check=False,
         )
+        if counted.returncode != 0:
+            raise RuntimeError(f"seeding and counting statements failed:\n{counted.stderr}")
         statements = json.loads(counted.stdout)
         for name, path, _what in ENDPOINTS:
             log(f"throughput: wrk, {CONNECTIONS} connections, GET {path} ...")

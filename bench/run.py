@@ -324,8 +324,8 @@ def write_readme_table() -> None:
     """The README's figures table, written again from bench/results.json."""
     results = json.loads(RESULTS.read_text())
     readme = README.read_text(encoding="utf-8")
-    before, found, rest = readme.partition(TABLE_START + "\n")
-    _table, found_end, after = rest.partition("\n" + TABLE_END)
+    before, found, rest = readme.partition(TABLE_START)
+    _table, found_end, after = rest.partition(TABLE_END)
     if not (found and found_end):
         raise SystemExit(f"README.md has no {TABLE_START!r} ... {TABLE_END!r} block")
     README.write_text(f"{before}{TABLE_START}\n{readme_table(results)}\n{TABLE_END}{after}")

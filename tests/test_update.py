@@ -29,6 +29,7 @@ from update_support import (
     commit,
     copier,
     copier_env,
+    files_aside,
     generate,
     replace_line,
     report_rows,
@@ -535,10 +536,9 @@ def test_no_user_byte_and_no_template_change_is_lost(
                 assert not [line for line in lines if line.startswith(("<<<<<<<", ">>>>>>>"))]
         # Markers are only in FILE.merge, which holds both sides of every marked region.
         for category, name in rows:
-            if category == "conflict (.new)" and (project / f"{name}.merge").is_file():
-                merge = (project / f"{name}.merge").read_text(encoding="utf-8")
-                if "<<<<<<< " in merge:
-                    assert_merge_holds_both_sides(project, name, committed[name])
+            merge_name = files_aside(project, name)[1] if category == "conflict (.new)" else None
+            if merge_name and "<<<<<<< " in (project / merge_name).read_text(encoding="utf-8"):
+                assert_merge_holds_both_sides(project, name, committed[name])
 
         # Nothing the user wrote is lost, and it stays in the file it was written in.
         for name, content in own_files.items():

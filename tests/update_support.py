@@ -221,11 +221,26 @@ def resolve_markers(text: str, keep: str) -> str:
     return "".join(kept)
 
 
+def files_aside(project: Path, path: str) -> tuple[str, str | None]:
+    """The FILE.new and FILE.merge the report names for `path` (FILE.2.new and so on
+    where the user has a file of that name)."""
+    text = (project / REPORT).read_text(encoding="utf-8")
+    row = next(
+        line for line in text.splitlines() if line.startswith(f"| conflict (.new) | {path} |")
+    )
+    new = re.search(r"the template's version is in (\S+?);? ", row + " ")
+    merge = re.search(r"both sides(?:, merged,)? in (\S+?)[ |]", row)
+    assert new, row
+    return new.group(1), merge.group(1) if merge else None
+
+
 def assert_merge_holds_both_sides(project: Path, path: str, yours: bytes) -> None:
     """FILE.merge loses nothing: with every region resolved to one side it is that side,
     the user's file (`yours`) or the template's side in FILE.new."""
-    merge = (project / f"{path}.merge").read_text(encoding="utf-8")
+    new, merge_name = files_aside(project, path)
+    assert merge_name, f"the report names no FILE.merge for {path}"
+    merge = (project / merge_name).read_text(encoding="utf-8")
     assert "<<<<<<< yours\n" in merge and ">>>>>>> template " in merge
     assert resolve_markers(merge, "yours").encode() == yours
-    template_side = (project / f"{path}.new").read_text(encoding="utf-8")
+    template_side = (project / new).read_text(encoding="utf-8")
     assert resolve_markers(merge, "template") == template_side
