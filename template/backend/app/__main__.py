@@ -7,10 +7,29 @@ Render set PORT themselves.
 from __future__ import annotations
 
 import argparse
+import gc
 
 import uvicorn
 
 from app.core.config import get_settings
+
+# Objects a request makes are young: collect them after this many allocations rather than
+# Python's default 700, and the older generations rarely.
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def tune_garbage_collection() -> None:
+    """Exempt what start-up built from garbage collection, and collect less often.
+
+    The modules, classes and schemas the app imports are a few hundred thousand objects
+    that live as long as the process; without this every full collection walks them all,
+    which under load shows as a pause in the slowest requests (the 99th percentile).
+    """
+    import app.main  # noqa: F401 - built once here; uvicorn serves this very module
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def main() -> None:
@@ -18,6 +37,8 @@ def main() -> None:
     parser.add_argument("--reload", action="store_true", help="restart on code changes")
     args = parser.parse_args()
     settings = get_settings()
+    if not args.reload:
+        tune_garbage_collection()
     uvicorn.run(
         "app.main:app",
         host=settings.HOST,

@@ -5,8 +5,6 @@ routes are imported by the app factory alone, and no import circle exists."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -124,26 +122,3 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert "app.api.deps" in found
     assert layer("app.api.deps") == ("app.api", 3)
     assert layer("app.core.clock") == ("app.core", 0)
-
-
-def test_an_app_on_local_storage_does_not_load_boto3() -> None:
-    # boto3 costs the API about 10 MiB of memory: only S3 storage imports it.
-    program = (
-        "import sys\n"
-        "from app.core.config import Settings\n"
-        "from app.main import create_app\n"
-        "from app.services.storage_service import create_storage\n"
-        "settings = Settings(_env_file=None, STORAGE_BACKEND='local')\n"
-        "create_app(settings)\n"
-        "create_storage(settings)\n"
-        "print(sorted(name for name in ('boto3', 'botocore') if name in sys.modules))\n"
-    )
-    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed program
-        [sys.executable, "-c", program],
-        cwd=APP.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert result.stdout.strip() == "[]", result.stdout + result.stderr
