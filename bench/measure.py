@@ -98,8 +98,9 @@ class Stack:
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "LOG_LEVEL": "WARNING",
-            # As the Docker image sets it.
+            # As the Docker image sets them.
             "MALLOC_ARENA_MAX": "2",
+            "MALLOC_MMAP_THRESHOLD_": "4194304",
             **settings,
         }
         self.processes: list[subprocess.Popen[bytes]] = []
