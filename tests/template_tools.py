@@ -93,6 +93,32 @@ def find_python(version: str) -> str | None:
     return None
 
 
+def generated_project_env(
+    python_version: str, base: dict[str, str] | None = None, **extra: str
+) -> dict[str, str]:
+    """`base` (this process's environment by default) for running a generated project's
+    commands with uv on `python_version`: the test run's own venv and pytest's variables
+    left out; by default each project syncs its own backend/.venv."""
+    interpreter = find_python(python_version)
+    if interpreter is None:
+        pytest.fail(f"no Python {python_version} interpreter on this machine")
+    env = {
+        key: value
+        for key, value in (os.environ if base is None else base).items()
+        if key not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON"}
+        and not key.startswith("PYTEST_")
+    }
+    env.update(
+        UV_PYTHON=interpreter,
+        UV_NO_PROGRESS="1",
+        # Compiled at install time: many tests start the app's processes, and with
+        # PYTHONDONTWRITEBYTECODE set each one would compile its imports again.
+        UV_COMPILE_BYTECODE="1",
+        **extra,
+    )
+    return env
+
+
 class ProjectEnv:
     """Runs commands in generated projects with uv, sharing one venv per Python version."""
 
@@ -100,25 +126,8 @@ class ProjectEnv:
         self.root = root
 
     def env(self, python_version: str, **extra: str) -> dict[str, str]:
-        interpreter = find_python(python_version)
-        if interpreter is None:
-            pytest.fail(f"no Python {python_version} interpreter on this machine")
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON"}
-            and not key.startswith("PYTEST_")
-        }
-        env.update(
-            UV_PROJECT_ENVIRONMENT=str(self.root / f"venv-{python_version}"),
-            UV_PYTHON=interpreter,
-            UV_NO_PROGRESS="1",
-            # Compiled at install time: many tests start the app's processes, and with
-            # PYTHONDONTWRITEBYTECODE set each one would compile its imports again.
-            UV_COMPILE_BYTECODE="1",
-            **extra,
-        )
-        return env
+        shared = {"UV_PROJECT_ENVIRONMENT": str(self.root / f"venv-{python_version}")}
+        return generated_project_env(python_version, **{**shared, **extra})
 
     def run(
         self,

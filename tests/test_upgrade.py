@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from template_tools import UV, find_python, git
+from template_tools import UV, generated_project_env, git
 from update_support import (
     REPORT,
     add_revision,
@@ -131,16 +131,8 @@ def add_feature(root: Path, name: str, table: str, package: str, call: str) -> N
 
 def project_env() -> dict[str, str]:
     """The user's shell: the project's own backend/.venv, uv on PATH."""
-    interpreter = find_python("3.11")
-    assert interpreter, "no Python 3.11 on this machine"
-    env = {
-        key: value
-        for key, value in copier_env().items()
-        if key not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON"}
-        and not key.startswith("PYTEST_")
-    }
+    env = generated_project_env("3.11", copier_env())
     env["PATH"] = f"{Path(UV).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(UV_PYTHON=interpreter, UV_NO_PROGRESS="1", UV_COMPILE_BYTECODE="1")
     return env
 
 

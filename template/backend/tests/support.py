@@ -63,6 +63,16 @@ async def access_token(app: FastAPI, settings: Settings, user_id: uuid.UUID) -> 
     return create_access_token(user_id, family.family_id, settings, utcnow())
 
 
+def operations(app: FastAPI) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every operation of the app's OpenAPI document by (METHOD, path): the routes it
+    serves, however routers nest."""
+    return {
+        (method.upper(), path): operation
+        for path, methods in app.openapi()["paths"].items()
+        for method, operation in methods.items()
+    }
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -27,7 +27,7 @@ from app.core.config import Settings
 from app.core.rbac import Role
 from app.models import File, TokenPurpose, User
 from app.services import token_service, user_service
-from tests.support import PASSWORD, access_token, add_user, bearer, empty_tables
+from tests.support import PASSWORD, access_token, add_user, bearer, empty_tables, operations
 
 Route = tuple[str, str]
 
@@ -48,15 +48,6 @@ PUBLIC_ROUTES = {
     ("POST", "/api/v1/auth/request-reset"),
     ("POST", "/api/v1/auth/reset"),
 }
-
-
-def operations(app: FastAPI) -> dict[Route, dict[str, Any]]:
-    # The OpenAPI document lists every route the app serves, however routers nest.
-    return {
-        (method.upper(), path): operation
-        for path, methods in app.openapi()["paths"].items()
-        for method, operation in methods.items()
-    }
 
 
 def served_routes(app: FastAPI) -> set[Route]:

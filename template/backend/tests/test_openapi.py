@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app import cli
+from tests.support import operations
 
 # Generated clients name their functions after these: changing one breaks every client,
 # so each change is a decision made here.
@@ -43,14 +43,6 @@ OPERATION_IDS = {
     ("GET", "/api/v1/files/{file_id}/download"): "files-download",
 }
 ENVELOPE = {"$ref": "#/components/schemas/ErrorResponse"}
-
-
-def operations(app: FastAPI) -> dict[tuple[str, str], dict[str, Any]]:
-    return {
-        (method.upper(), path): operation
-        for path, methods in app.openapi()["paths"].items()
-        for method, operation in methods.items()
-    }
 
 
 def statuses(app: FastAPI, method: str, path: str) -> set[str]:
