@@ -448,9 +448,10 @@ class Stack:
             self.stop(name)
 
     def drop_connections(self) -> int:
-        """End every server process connected to the app's database; how many there were."""
+        """End every server process connected to the app's database, waiting until they are
+        gone; how many there were."""
         ended = psql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
             f"WHERE datname = '{self.database}' AND pid <> pg_backend_pid()"
         )
         return int(ended)

@@ -4,14 +4,19 @@ as for any other dependency that is down."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.core.clock import utcnow
 from app.core.config import Settings
@@ -90,3 +95,50 @@ def test_what_counts_as_an_unreachable_database(
     assert database_unreachable(error) is unreachable
     assert database_unreachable(ConnectionRefusedError())
     assert not database_unreachable(ValueError())
+
+
+def end_server_processes(database_url: str) -> int:
+    """End, from another thread, every server process connected to the app's database and
+    wait until they are gone; how many there were. The caller's event loop is blocked
+    meanwhile, as a busy server's would be: it has not yet read what the server sent."""
+    database = make_url(database_url).database
+    ended: list[int] = []
+
+    async def terminate() -> None:
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                count = await connection.scalar(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                        "WHERE datname = :database AND pid <> pg_backend_pid()"
+                    ),
+                    {"database": database},
+                )
+                ended.append(int(count or 0))
+        finally:
+            await engine.dispose()
+
+    thread = threading.Thread(target=asyncio.run, args=(terminate(),))
+    thread.start()
+    thread.join()
+    return ended[0]
+
+
+async def test_connections_the_server_ended_are_replaced_before_a_request_gets_them(
+    app: FastAPI, client: AsyncClient, ada: dict[str, str], settings: Settings
+) -> None:
+    if not settings.DATABASE_URL.startswith("postgresql"):
+        pytest.skip("SQLite has no server to end a connection")
+    # A failover or an administrator ends the pool's connections while they idle; the
+    # next requests, reads and writes, are answered as if nothing happened.
+    for round_ in range(5):
+        busy = [client.get("/api/v1/users/me", headers=ada) for _ in range(8)]
+        assert {response.status_code for response in await asyncio.gather(*busy)} == {200}
+        assert end_server_processes(settings.DATABASE_URL) >= 1
+        me = await client.get("/api/v1/users/me", headers=ada)
+        assert me.status_code == 200, (round_, me.text)
+        renamed = await client.patch(
+            "/api/v1/users/me", headers=ada, json={"full_name": f"Ada {round_}"}
+        )
+        assert renamed.status_code == 200, (round_, renamed.text)

@@ -6,6 +6,7 @@ app shuts down, so that tests and several apps in one process never share connec
 
 from __future__ import annotations
 
+import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -48,12 +49,25 @@ def _reject_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) 
     """Replace a pooled connection the server has closed (a restart, a failover, an
     administrator ending it) before a request gets it.
 
-    asyncpg learns of the close when the socket does, while the connection idles in the
-    pool, so this costs no round trip; SQLAlchemy's pool_pre_ping would send one with
-    every checkout. DisconnectionError makes the pool connect that slot again.
+    An idle connection has nothing to read: a server that ends it sends its reason and
+    closes the socket. Either asyncpg has read that already (the connection is closed) or
+    it waits in the socket for an event loop that was busy; a poll that does not wait
+    sees it. This costs a system call, not the round trip of SQLAlchemy's pool_pre_ping.
+    DisconnectionError makes the pool connect that slot again.
     """
-    if dbapi_connection.driver_connection.is_closed():
+    connection = dbapi_connection.driver_connection
+    if connection.is_closed() or _has_unread_input(connection):
         raise DisconnectionError("the server closed this connection")
+
+
+def _has_unread_input(connection: Any) -> bool:
+    transport = getattr(connection, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
