@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -137,7 +138,8 @@ def redis_ping(port: int) -> bool:
 
 class Gate:
     """A TCP relay to `host`:`port`. `close()` refuses new connections and cuts the open
-    ones, as if the service had gone; `open()` lets traffic through again."""
+    ones, as if the service had gone; `open()` lets traffic through again. `freeze()`
+    keeps connections open but passes nothing until `thaw()`: a service that hangs."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -146,6 +148,14 @@ class Gate:
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def open(self) -> None:
         listener = socket.socket()
@@ -193,6 +203,7 @@ class Gate:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass
@@ -399,10 +410,14 @@ class Stack:
             pytest.fail(f"`python {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout + result.stderr
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [self.python, *args], cwd=self.backend, env=self.env, stdout=log, stderr=log
+            [self.python, *args],
+            cwd=self.backend,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=log,
         )
         log.close()
         self.processes[name] = process
@@ -422,15 +437,24 @@ class Stack:
 
         wait_until(healthy, "the API to answer /health", timeout=60)
 
-    def start_worker(self) -> None:
-        worker = self.start("worker", "-m", "app.worker")
+    def start_worker(self, name: str = "worker", **env: str) -> str:
+        """Start `python -m app.worker` as `name`; the worker's RQ name, once it listens."""
+        worker = self.start(name, "-m", "app.worker", **env)
 
-        def listening() -> bool:
+        def listening() -> str | None:
             if worker.poll() is not None:
-                pytest.fail(f"the worker exited with {worker.returncode}:\n{self.log('worker')}")
-            return "taking jobs from" in self.log("worker")
+                pytest.fail(f"the worker exited with {worker.returncode}:\n{self.log(name)}")
+            found = re.search(r"Worker (\w+) taking jobs from", self.log(name))
+            return found.group(1) if found else None
 
-        wait_until(listening, "the worker to start", timeout=60)
+        worker_name: str = wait_until(listening, f"{name} to start", timeout=60)
+        return worker_name
+
+    def kill(self, name: str) -> None:
+        """SIGKILL `name`: no clean-up of any kind, as when a machine is lost."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait(timeout=10)
 
     def stop(self, name: str) -> None:
         process = self.processes.pop(name, None)

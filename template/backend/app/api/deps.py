@@ -25,7 +25,7 @@ from app.core.clock import as_utc
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import AppError, DatabaseUnavailableError, raises
-from app.core.queue import Jobs, QueueUnavailableError
+from app.core.queue import JobNotQueuedError, Jobs, QueueUnavailableError
 from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.rbac import Role
 from app.core.security import InvalidTokenError, decode_access_token
@@ -100,9 +100,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-@raises(QueueUnavailableError)
-async def get_jobs(request: Request, background: BackgroundTasks) -> Jobs:
-    return Jobs(request.app.state.queue, background)
+@raises(QueueUnavailableError, JobNotQueuedError)
+async def get_jobs(
+    request: Request,
+    background: BackgroundTasks,
+    session: Annotated[AsyncSession, Depends(get_session, scope="function")],
+) -> Jobs:
+    return Jobs(request.app.state.queue, background, session)
 
 
 @raises(StorageUnavailableError)

@@ -7,7 +7,7 @@ app shuts down, so that tests and several apps in one process never share connec
 from __future__ import annotations
 
 import select
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from app.core.config import Settings
 
@@ -130,15 +130,54 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return async_sessionmaker(autocommit, expire_on_commit=False, sync_session_class=ReadSession)
 
 
+# Work that must follow a commit, kept in the session's info until its transaction ends.
+_PENDING = "after_commit_pending"
+_COMMITTED = "after_commit_ready"
+
+
+def after_commit(session: AsyncSession, action: Callable[[], Awaitable[None]]) -> None:
+    """Have `action` run once the session's transaction has committed, and never if it
+    rolls back. session_scope runs it; a job that reads the transaction's rows, or that
+    must not run for rows that were never saved, is enqueued this way."""
+    session.sync_session.info.setdefault(_PENDING, []).append(action)
+
+
+@event.listens_for(Session, "after_commit")
+def _commit_releases_pending(session: Session) -> None:
+    # A savepoint's release fires this too; only the outermost commit saves anything.
+    if session.get_nested_transaction() is None:
+        session.info.setdefault(_COMMITTED, []).extend(session.info.pop(_PENDING, []))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _rollback_drops_pending(session: Session, transaction: SessionTransaction) -> None:
+    # After a commit nothing is pending any more; after a rollback what was is dropped.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+async def _run_committed(session: AsyncSession) -> None:
+    actions = session.sync_session.info.pop(_COMMITTED, [])
+    for action in actions:
+        await action()
+
+
 @asynccontextmanager
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session that commits when the block succeeds and rolls back otherwise."""
+    """A session that commits when the block succeeds and rolls back otherwise; then
+    what was deferred with after_commit runs, for the transactions that committed."""
     async with sessionmaker() as session:
         try:
             yield session
             await session.commit()
+        except Exception:
+            await session.rollback()
+            # A transaction the block committed before it failed keeps its follow-up.
+            await _run_committed(session)
+            raise
         except BaseException:
             await session.rollback()
             raise
+        await _run_committed(session)

@@ -1,5 +1,10 @@
 """The one way the app runs work outside a request: `await jobs.enqueue(call)`.
 
+A job enqueued while the request's transaction is open goes to the queue only once that
+transaction has committed: it may read what the transaction wrote, and must not run for
+what a rollback undid. The queue is asked whether it answers first, so that a request
+whose job cannot be queued is refused while it can still be undone.
+
 With REDIS_URL set, the call goes to an RQ queue and a worker process (`python -m
 app.worker`) runs it, retrying with backoff when it fails. Without Redis, the embedded
 default, it runs in the API process after the response has been sent, once.
@@ -9,8 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -20,9 +25,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry, get_current_job
 from rq.job import Job
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
+from app.core.db import after_commit
 from app.core.errors import ServiceUnavailableError
+from app.core.job_runtime import inline_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +40,21 @@ EMAIL_QUEUE = "email"
 DEFAULT_QUEUE = "default"
 QUEUES = (EMAIL_QUEUE, DEFAULT_QUEUE)
 
-_settings: ContextVar[Settings | None] = ContextVar("job_settings", default=None)
-
 
 class QueueUnavailableError(ServiceUnavailableError):
     """Redis did not take the job; the request answers 503 and keeps nothing."""
 
     public_message = "The job queue is unreachable, so nothing was done; try again soon."
+
+
+class JobNotQueuedError(QueueUnavailableError):
+    """Redis answered before the commit and failed after it: what the request saved stays,
+    the job it needed is not queued (and is logged)."""
+
+    public_message = (
+        "The change was saved, but the job queue failed before its follow-up work (an email, "
+        "a file check) could be queued."
+    )
 
 
 @dataclass(frozen=True)
@@ -48,12 +64,6 @@ class JobCall:
     description: str  # written to logs: never put a secret here
     queue: str = DEFAULT_QUEUE
     retry: bool = True  # for jobs that call other services
-
-
-def job_settings() -> Settings:
-    """The settings a job runs with: the API's own when run inline, the environment's in
-    the worker."""
-    return _settings.get() or get_settings()
 
 
 def final_attempt() -> bool:
@@ -87,14 +97,12 @@ def log_failure(
 
 
 def run_inline(settings: Settings, call: JobCall) -> None:
-    token = _settings.set(settings)
     try:
-        call.function(*call.args)
+        with inline_runtime(settings):
+            call.function(*call.args)
     except Exception:
         # After the response there is nobody to answer; the log is where this goes.
         logger.exception("Job %s failed", call.description)
-    finally:
-        _settings.reset(token)
 
 
 class JobQueue:
@@ -115,6 +123,27 @@ class JobQueue:
             background.add_task(run_inline, self.settings, call)
             return
         await to_thread.run_sync(self._enqueue, self.redis, call)
+
+    async def check(self) -> None:
+        """QueueUnavailableError unless the queue answers."""
+        if self.redis is not None:
+            await to_thread.run_sync(self._ping, self.redis)
+
+    @staticmethod
+    def _ping(redis: Redis) -> None:
+        try:
+            redis.ping()
+        except RedisError as exc:
+            raise QueueUnavailableError(str(exc)) from exc
+
+    async def enqueue_committed(self, call: JobCall, background: BackgroundTasks) -> None:
+        try:
+            await self.enqueue(call, background)
+        except QueueUnavailableError as exc:
+            logger.error(
+                "Job %s not queued after its transaction committed: %s", call.description, exc
+            )
+            raise JobNotQueuedError(str(exc)) from exc
 
     def _enqueue(self, redis: Redis, call: JobCall) -> None:
         retry = None
@@ -139,14 +168,22 @@ class JobQueue:
 
 
 class Jobs:
-    """The job queue, bound to one request: `await jobs.enqueue(send_email_job(...))`.
+    """The job queue, bound to one request and its session:
+    `await jobs.enqueue(send_email_job(...))`.
 
     Without Redis the call runs once the request's response has been sent.
     """
 
-    def __init__(self, queue: JobQueue, background: BackgroundTasks) -> None:
+    def __init__(
+        self, queue: JobQueue, background: BackgroundTasks, session: AsyncSession | None = None
+    ) -> None:
         self.queue = queue
         self.background = background
+        self.session = session
 
     async def enqueue(self, call: JobCall) -> None:
-        await self.queue.enqueue(call, self.background)
+        if self.session is None or not self.session.in_transaction():
+            await self.queue.enqueue(call, self.background)
+            return
+        await self.queue.check()
+        after_commit(self.session, partial(self.queue.enqueue_committed, call, self.background))

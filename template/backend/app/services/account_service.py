@@ -8,15 +8,14 @@ address.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
-from app.core.db import create_engine, create_sessionmaker
-from app.core.queue import EMAIL_QUEUE, JobCall, job_settings
+from app.core.job_runtime import JobRuntime, job_runtime
+from app.core.queue import EMAIL_QUEUE, JobCall
 from app.models import TokenPurpose, User
 from app.services import token_service
 from app.services.email_service import Email, send_email
@@ -136,7 +135,8 @@ async def link_email(
 def send_account_link(email: str, purpose: str) -> None:
     """The job: look the address up and mail it a verification or reset link, if it is
     owed one."""
-    asyncio.run(_send_account_link(email, TokenPurpose(purpose), job_settings()))
+    runtime = job_runtime()
+    runtime.run(_send_account_link(email, TokenPurpose(purpose), runtime))
 
 
 def send_account_link_job(email: str, purpose: TokenPurpose) -> JobCall:
@@ -148,15 +148,10 @@ def send_account_link_job(email: str, purpose: TokenPurpose) -> JobCall:
     )
 
 
-async def _send_account_link(email: str, purpose: TokenPurpose, settings: Settings) -> None:
-    # A job runs in another process, or after the request's session has closed: it
-    # opens its own connections.
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine).begin() as session:
-            message = await link_email(session, email, purpose, settings)
-        # Sent after the commit, so that the link's token exists when it is opened.
-        if message is not None:
-            send_email(message, settings)
-    finally:
-        await engine.dispose()
+async def _send_account_link(email: str, purpose: TokenPurpose, runtime: JobRuntime) -> None:
+    settings = runtime.settings
+    async with runtime.sessionmaker.begin() as session:
+        message = await link_email(session, email, purpose, settings)
+    # Sent after the commit, so that the link's token exists when it is opened.
+    if message is not None:
+        send_email(message, settings)

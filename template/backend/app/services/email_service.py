@@ -29,7 +29,8 @@ from typing import Any, Protocol
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from app.core.config import Settings, SmtpSecurity
-from app.core.queue import EMAIL_QUEUE, JobCall, job_settings
+from app.core.job_runtime import job_runtime
+from app.core.queue import EMAIL_QUEUE, JobCall
 
 logger = logging.getLogger(__name__)
 # Links in the plain-text bodies, which put each on a line of its own.
@@ -134,7 +135,8 @@ def send_email(email: Email, settings: Settings) -> None:
 
 def deliver_email(to: str, template: str, subject: str, context: dict[str, Any]) -> None:
     """The job: send one email (its arguments are plain values, as RQ stores them)."""
-    send_email(Email(to=to, template=template, subject=subject, context=context), job_settings())
+    settings = job_runtime().settings
+    send_email(Email(to=to, template=template, subject=subject, context=context), settings)
 
 
 def send_email_job(email: Email) -> JobCall:

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.core.config import Settings
-from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import NotFoundError, raises
-from app.core.queue import JobCall, Jobs, QueueUnavailableError, final_attempt, job_settings
+from app.core.job_runtime import JobRuntime, job_runtime
+from app.core.queue import JobCall, Jobs, QueueUnavailableError, final_attempt
 from app.core.rbac import manages
 from app.core.storage import ObjectMissingError, Storage, StorageUnavailableError
 from app.models import File, FileStatus, User
@@ -145,39 +145,34 @@ async def delete(session: AsyncSession, storage: Storage, file: File) -> None:
 def process_file(file_id: str) -> None:
     """The job: read the stored object back, measure it, and mark the file ready or
     failed."""
-    asyncio.run(_process_file(uuid.UUID(file_id), job_settings()))
+    runtime = job_runtime()
+    runtime.run(_process_file(uuid.UUID(file_id), runtime))
 
 
 def process_file_job(file_id: uuid.UUID) -> JobCall:
     return JobCall(process_file, (str(file_id),), description=f"process_file {file_id}")
 
 
-async def _process_file(file_id: uuid.UUID, settings: Settings) -> None:
-    # A job runs in another process, or after the request's session has closed: it
-    # opens its own connections.
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
-    try:
-        # Short transactions on either side of the read: no connection is held while
-        # the object streams back from storage.
-        async with sessionmaker() as session:
-            file = await session.get(File, file_id)
-        if file is None:
-            logger.info("File %s was deleted before it was processed", file_id)
-            return
-        status, detail = await asyncio.to_thread(_measure, file, settings)
-        async with sessionmaker.begin() as session:
-            await session.execute(
-                update(File).where(File.id == file_id).values(status=status, processed_at=utcnow())
-            )
-        log = logger.info if status is FileStatus.READY else logger.warning
-        log("File %s %s: %s", file_id, status.value, detail)
-    finally:
-        await engine.dispose()
+async def _process_file(file_id: uuid.UUID, runtime: JobRuntime) -> None:
+    # Short transactions on either side of the read: no connection is held while the
+    # object streams back from storage.
+    sessionmaker = runtime.sessionmaker
+    async with sessionmaker() as session:
+        file = await session.get(File, file_id)
+    if file is None:
+        logger.info("File %s was deleted before it was processed", file_id)
+        return
+    storage = runtime.client("storage", lambda: create_storage(runtime.settings))
+    status, detail = await asyncio.to_thread(_measure, file, storage)
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            update(File).where(File.id == file_id).values(status=status, processed_at=utcnow())
+        )
+    log = logger.info if status is FileStatus.READY else logger.warning
+    log("File %s %s: %s", file_id, status.value, detail)
 
 
-def _measure(file: File, settings: Settings) -> tuple[FileStatus, str]:
-    storage = create_storage(settings)
+def _measure(file: File, storage: Storage | None) -> tuple[FileStatus, str]:
     if storage is None:
         return FileStatus.FAILED, "storage is turned off (STORAGE_BACKEND=none)"
     digest, size = hashlib.sha256(), 0

@@ -1,10 +1,15 @@
 """The RQ worker: `python -m app.worker` (add `--burst` to stop when the queues are empty).
 
-It takes jobs from the queues in priority order (email first) and runs each in a forked
-work horse, so a crashing job cannot take the worker down. SIGTERM or Ctrl-C once lets
-the current job finish before the worker exits (a warm shutdown); a second one stops it
-at once. Jobs waiting for a retry are moved back to their queue by the scheduler that
-runs inside the worker.
+It takes jobs from the queues in priority order (email first) and runs them one after
+another in its own process, so that the database engine, the storage client and the
+event loop a job needs are made once and reused by every job (app/core/jobs.py): a fork
+per job would make each of them again. A job that raises is recorded and retried; a job
+that kills the process (or a worker killed from outside) is handed back by the keeper
+(keeper.py) within seconds, to run again on another worker or on this one's
+replacement. Run as many workers as the load needs: each takes one job at a time.
+
+SIGTERM or Ctrl-C once lets the current job finish before the worker exits (a warm
+shutdown); a second one stops it at once.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ from collections.abc import Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 
 from app.core.config import get_settings
+from app.core.job_runtime import close_job_runtime
 from app.core.logging import LOG_FORMAT, configure_logging
 from app.core.queue import QUEUES
 
 # The modules whose functions are the jobs (each builds its calls with a `..._job`).
 from app.services import account_service, email_service, file_service
+from app.worker.keeper import Keeper
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +72,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", ".join(module.__name__ for module in (account_service, email_service, file_service)),
     )
     email_service.warm_up()
-    worker = Worker(
-        [Queue(name, connection=redis) for name in args.queues],
+    queues = [Queue(name, connection=redis) for name in args.queues]
+    worker = SimpleWorker(
+        queues,
         connection=redis,
         # RQ would log each job's arguments; ours carry email addresses and links.
         log_job_description=False,
     )
     logger.info("Worker %s taking jobs from %s", worker.name, ", ".join(args.queues))
-    worker.work(
-        burst=args.burst,
-        with_scheduler=True,
-        logging_level=settings.LOG_LEVEL.upper(),
-        log_format=LOG_FORMAT,
-    )
+    keeper = None if args.burst else Keeper(worker.name, queues, redis)
+    if keeper is not None:
+        keeper.start()
+    try:
+        worker.work(
+            burst=args.burst,
+            # A burst run moves due retries itself; otherwise the keeper does.
+            with_scheduler=args.burst,
+            logging_level=settings.LOG_LEVEL.upper(),
+            log_format=LOG_FORMAT,
+        )
+    finally:
+        if keeper is not None:
+            keeper.stop()
+        close_job_runtime()
     return 0

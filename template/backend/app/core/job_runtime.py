@@ -1,0 +1,91 @@
+"""What the jobs of one process share: the settings, an event loop, a database engine
+and the clients services make (storage), each made on first use and reused by every
+later job, so that a job pays for its own work and not for connecting.
+
+A worker runs every job on its process's runtime. Connections must not cross a fork, so
+a forked child makes its own. A job run inline, by the API after a response, gets a
+runtime of its own that closes when the job ends: the API's threads share no loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar, cast
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker
+
+T = TypeVar("T")
+
+
+class JobRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self._runner = asyncio.Runner()
+        self._engine: AsyncEngine | None = None
+        self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self._clients: dict[str, Any] = {}
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` on this runtime's event loop, where its connections live."""
+        return self._runner.run(work)
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessionmaker is None:
+            self._engine = create_engine(self.settings)
+            self._sessionmaker = create_sessionmaker(self._engine)
+        return self._sessionmaker
+
+    def client(self, name: str, make: Callable[[], T]) -> T:
+        """The client called `name`, made by `make` the first time it is asked for."""
+        if name not in self._clients:
+            self._clients[name] = make()
+        return cast(T, self._clients[name])
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._runner.run(self._engine.dispose())
+        self._runner.close()
+
+
+_process_runtime: JobRuntime | None = None
+_inline_runtime: ContextVar[JobRuntime | None] = ContextVar("inline_job_runtime", default=None)
+
+
+def job_runtime() -> JobRuntime:
+    """The runtime the current job runs on."""
+    global _process_runtime
+    inline = _inline_runtime.get()
+    if inline is not None:
+        return inline
+    if _process_runtime is None or _process_runtime.pid != os.getpid():
+        _process_runtime = JobRuntime(get_settings())
+    return _process_runtime
+
+
+def close_job_runtime() -> None:
+    """Close this process's runtime, if its jobs made one (the worker, as it exits)."""
+    global _process_runtime
+    if _process_runtime is not None and _process_runtime.pid == os.getpid():
+        _process_runtime.close()
+    _process_runtime = None
+
+
+@contextmanager
+def inline_runtime(settings: Settings) -> Iterator[JobRuntime]:
+    """A runtime for one job run in the API, on the API's settings; closed after."""
+    runtime = JobRuntime(settings)
+    token = _inline_runtime.set(runtime)
+    try:
+        yield runtime
+    finally:
+        _inline_runtime.reset(token)
+        runtime.close()
