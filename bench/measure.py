@@ -640,7 +640,7 @@ def measure_jobs(project: Path) -> dict[str, Result]:
         "job_latency_p50": {
             "value": round(statistics.median(latencies) * 1000, 1),
             "unit": "ms",
-            "how": "enqueue of a no-op job (time.sleep(0)) until its result is in Redis, one RQ worker (python -m app.worker, a forked work horse per job); median of 50 in a row",
+            "how": "enqueue of a no-op job (time.sleep(0)) until its result is in Redis, one RQ worker (python -m app.worker); median of 50 in a row",
         },
         "job_latency_p99": {
             "value": round(percentile(latencies, 0.99) * 1000, 1),
@@ -655,12 +655,149 @@ def measure_jobs(project: Path) -> dict[str, Result]:
     }
 
 
+WORKER_BATCH = 300
+WORKER_FILE_BYTES = 64 * 1024
+
+
+def batch_rate(
+    queue: Queue, calls: list[tuple[str, tuple[Any, ...]]], done: Callable[[], bool]
+) -> float:
+    """Jobs per second of the running worker on `calls`, all enqueued at once, until
+    `done` holds (or every job finished)."""
+    started = time.perf_counter()
+    jobs = queue.enqueue_many([Queue.prepare_data(function, args) for function, args in calls])
+    last = jobs[-1].latest_result(timeout=600)
+    while not done():
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    failed = [job.id for job in jobs if job.get_status() != "finished"]
+    if last is None or failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} jobs did not finish")
+    return len(jobs) / elapsed
+
+
+def measure_worker(project: Path) -> dict[str, Result]:
+    """Jobs per second of one worker on a backlog of each job the project has, against a
+    job that does nothing, in the same run: what a job costs beyond RQ's own handling."""
+    redis = Redis.from_url(REDIS_URL, socket_timeout=600)
+    redis.flushdb()
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    ).create_bucket(Bucket="bench")
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    rates: dict[str, float] = {}
+    try:
+        with (
+            postgres_database() as database_url,
+            stack(
+                project,
+                "worker",
+                DATABASE_URL=database_url,
+                REDIS_URL=REDIS_URL,
+                S3_ENDPOINT_URL=endpoint,
+                S3_BUCKET="bench",
+                S3_ACCESS_KEY_ID="bench",
+                S3_SECRET_ACCESS_KEY="bench",
+                S3_FORCE_PATH_STYLE="true",
+                SMTP_HOST="127.0.0.1",
+                SMTP_PORT=str(controller.port),
+                SMTP_SECURITY="none",
+            ) as running,
+        ):
+            running.start_api(quiet=True)
+            with httpx.Client(base_url=running.url, timeout=60) as client:
+                headers = {"Authorization": f"Bearer {running.owner_token(client)}"}
+                content = b"\x89PNG\r\n\x1a\n" + os.urandom(WORKER_FILE_BYTES - 8)
+                file_ids = []
+                for number in range(20):
+                    response = client.post(
+                        "/api/v1/files",
+                        headers=headers,
+                        files={"file": (f"bench-{number}.png", content, "image/png")},
+                    )
+                    response.raise_for_status()
+                    file_ids.append(response.json()["id"])
+            running.start("-m", "app.worker")
+            default = Queue("default", connection=redis)
+            email = Queue("email", connection=redis)
+            # The uploads' own jobs, and a warm-up: the worker is up and has run each kind.
+            if default.enqueue(time.sleep, 0).latest_result(timeout=120) is None:
+                raise TimeoutError("the worker did not run a job within 120 s")
+            noop = [("time.sleep", (0,))] * WORKER_BATCH
+            # process_file measures a stored file again (it is idempotent): a read of the
+            # row, the object streamed back from S3 and hashed, an UPDATE.
+            files = [
+                ("app.services.file_service.process_file", (file_ids[n % len(file_ids)],))
+                for n in range(WORKER_BATCH)
+            ]
+            mail = [
+                (
+                    "app.services.email_service.deliver_email",
+                    (f"bench{n}@example.com", "password_changed", "Your password was changed", {}),
+                )
+                for n in range(WORKER_BATCH)
+            ]
+            for name, queue, calls, done in (
+                ("noop", default, noop, lambda: True),
+                ("process_file", default, files, lambda: True),
+                ("send_email", email, mail, lambda: len(sink.arrivals) >= WORKER_BATCH),
+                ("noop_again", default, noop, lambda: True),
+            ):
+                rates[name] = batch_rate(queue, calls, done)
+                log(f"worker: {name} {rates[name]:.1f} jobs/s")
+    finally:
+        controller.stop()
+        moto.stop()
+        redis.flushdb()
+    # The no-op is measured before and after the others; the ceiling is their mean.
+    ceiling = (rates["noop"] + rates["noop_again"]) / 2
+    how = f"{WORKER_BATCH} jobs enqueued at once, until the last is done, one worker (python -m app.worker) on PostgreSQL, Redis, moto's S3 and aiosmtpd"
+    return {
+        "worker_noop_per_second": {
+            "value": round(ceiling, 1),
+            "unit": "jobs/s",
+            "how": f"time.sleep(0): {how}; mean of a batch before and one after the others",
+        },
+        "worker_process_file_per_second": {
+            "value": round(rates["process_file"], 1),
+            "unit": "jobs/s",
+            "how": f"process_file of a 64 KiB file: {how}",
+        },
+        "worker_process_file_to_noop": {
+            "value": round(100 * rates["process_file"] / ceiling, 1),
+            "unit": "%",
+            "how": "process_file's rate over the no-op's (target: 50 % or more)",
+        },
+        "worker_send_email_per_second": {
+            "value": round(rates["send_email"], 1),
+            "unit": "jobs/s",
+            "how": f"send_email (the password-changed message, rendered and sent through SMTP): {how}, until aiosmtpd has them all",
+        },
+        "worker_send_email_to_noop": {
+            "value": round(100 * rates["send_email"] / ceiling, 1),
+            "unit": "%",
+            "how": "send_email's rate over the no-op's",
+        },
+    }
+
+
 MEASUREMENTS: dict[str, Callable[[Path], dict[str, Result]]] = {
     "login": measure_login,
     "upload": measure_upload_rss,
     "email": measure_email_latency,
     "throughput": measure_throughput,
     "jobs": measure_jobs,
+    "worker": measure_worker,
 }
 
 

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import OWNER_EMAIL, OWNER_PASSWORD, Gate, PrivateRedis, Stack, launch
-from net import wait_until
+import requests
+from e2e_support import (
+    BUCKET,
+    OWNER_EMAIL,
+    OWNER_PASSWORD,
+    Gate,
+    PrivateRedis,
+    Stack,
+    launch,
+    through,
+)
+from net import free_port, wait_until
 from template_tools import ProjectEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -49,6 +60,9 @@ def stack(
         worker=False,
         JOB_RETRY_INTERVALS="10,60,300",
         EMAIL_REQUEST_LIMIT_PER_ADDRESS="1000/hour",
+        # Storage is swept every 2 s, of what is older than 5 s.
+        STORAGE_SWEEP_INTERVAL_SECONDS="2",
+        STORAGE_SWEEP_GRACE_SECONDS="5",
     ) as running:
         yield running
 
@@ -140,3 +154,115 @@ def test_retries_resume_within_a_minute_when_the_keeper_is_killed(stack: Stack) 
     survivor = next(name for worker, name in names.items() if worker != keeper)
     wait_until(lambda: "sent through" in stack.log(survivor), "the survivor to log the send")
     assert len(mailbox.to(address)) == 1
+
+
+def bucket(stack: Stack, listing: str) -> set[str]:
+    """Keys the stack's bucket lists, with the project's own client: "objects", or
+    "uploads" (multipart uploads in progress)."""
+    if listing == "objects":
+        pages, items = "list_objects_v2", "Contents"
+    else:
+        pages, items = "list_multipart_uploads", "Uploads"
+    output = stack.run(
+        "-c",
+        "import os, sys, boto3; "
+        "client = boto3.client('s3', endpoint_url=os.environ['S3_ENDPOINT_URL'], "
+        "region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing'); "
+        f"pages = client.get_paginator({pages!r}).paginate(Bucket={BUCKET!r}); "
+        f"sys.stdout.write('\\n'.join(o['Key'] for p in pages for o in p.get({items!r}, [])))",
+    )
+    return {line for line in output.splitlines() if line.startswith("uploads/")}
+
+
+def test_an_api_killed_between_storing_an_upload_and_its_row_leaves_nothing_behind(
+    stack: Stack,
+) -> None:
+    token = stack.api.login(OWNER_EMAIL, OWNER_PASSWORD)["access_token"]
+    # A second API process reaches the database through a gate that will hang, so that
+    # it stores the upload's object and is killed while saving the file's row.
+    database = Gate(*stack.postgres.target)
+    database.open()
+    port = free_port()
+    stack.start(
+        "api-doomed",
+        "-m",
+        "app",
+        PORT=str(port),
+        DATABASE_URL=through(database, stack.database),
+    )
+    doomed = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{doomed}/health", timeout=2).ok, "the second API")
+    stack.start_worker("worker-e")
+    before = bucket(stack, "objects")
+    boundary = "doomed-boundary"
+    halfway, resume = threading.Event(), threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield (
+            (
+                f"--{boundary}\r\n"
+                'Content-Disposition: form-data; name="file"; filename="doomed.png"\r\n'
+                "Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + b"\x89PNG\r\n\x1a\n"
+            + os.urandom(6 * 1024 * 1024)
+        )
+        halfway.set()
+        resume.wait(30)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    def send() -> None:
+        try:
+            requests.post(
+                f"{doomed}/api/v1/files",
+                data=body(),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                },
+                timeout=60,
+            )
+        except requests.ConnectionError:
+            pass  # the process is killed before it answers
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert halfway.wait(30)
+        # Once the first part is in storage, the user has been loaded: from now on the
+        # database gets nothing from this process, so its row will not get through.
+        wait_until(lambda: bucket(stack, "uploads"), "the upload's first part", timeout=30)
+        database.freeze()
+        resume.set()
+        (orphan,) = wait_until(
+            lambda: bucket(stack, "objects") - before,
+            "the upload's object to be stored",
+            timeout=30,
+        )
+        stack.kill("api-doomed")
+        killed = time.monotonic()
+    finally:
+        resume.set()
+        database.thaw()
+        database.close()
+        sender.join(timeout=30)
+    # No row refers to the object. A worker's sweep removes it once it is older than the
+    # grace (5 s here); an upload through the surviving API meanwhile is untouched.
+    kept = stack.api.call(
+        "POST",
+        "/api/v1/files",
+        201,
+        token=token,
+        files={"file": ("kept.png", b"\x89PNG\r\n\x1a\n" + os.urandom(50_000), "image/png")},
+    ).json()
+    wait_until(
+        lambda: orphan not in bucket(stack, "objects"),
+        "the sweep to remove the object",
+        timeout=RECOVERY_DEADLINE,
+    )
+    recovered = time.monotonic() - killed
+    print(f"\nAPI killed with an object stored and no row -> object removed: {recovered:.1f} s")
+    assert f"Object {orphan} belonged to no file; removed" in stack.log("worker-e")
+    file = stack.api.call("GET", f"/api/v1/files/{kept['id']}", 200, token=token).json()
+    assert file["status"] == "ready"
+    assert stack.api.call("GET", f"/api/v1/files/{kept['id']}/download", 200, token=token).ok

@@ -8,6 +8,7 @@ python -m app.cli owner                            # the active owner; exit 3 if
 python -m app.cli owner --json                     # {"owner": EMAIL or null}, for scripts
 python -m app.cli openapi                          # write the API document, openapi.json
 python -m app.cli openapi --check                  # exit 1 when openapi.json is out of date
+python -m app.cli sweep-storage                    # remove what cut-short uploads left
 
 The last two give setup scripts (tools/day_one.py) a plain answer to "what changed?";
 check-email lets them refuse a bad owner email before they ask for a password.
@@ -32,10 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import PROJECT_DIR, Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.emails import normalise_email
+from app.core.job_runtime import inline_runtime
 from app.core.migrations import current_revision, head_revisions, upgrade_to_head
 from app.core.rbac import Role
 from app.core.security import hash_password, password_problem
 from app.models import User
+from app.services import file_service
 
 PASSWORD_VARIABLE = "OWNER_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # `owner`'s exit status when there is none: distinct from 1, which means an error.
@@ -167,6 +170,18 @@ def write_openapi(settings: Settings, path: Path, *, check: bool) -> str:
     return f"Wrote {path}."
 
 
+def sweep(settings: Settings) -> str:
+    with inline_runtime(settings) as runtime:
+        swept = runtime.run(file_service.sweep_with(runtime))
+    if swept is None:
+        return "Storage is turned off (STORAGE_BACKEND=none): nothing to sweep."
+    return (
+        f"Removed {swept.objects_removed} object(s) no file referred to, "
+        f"{swept.files_removed} file(s) whose object was gone, "
+        f"and {swept.uploads_aborted} upload(s) never completed."
+    )
+
+
 def normalised_email(settings: Settings, given: str | None) -> str:
     """The owner's address, from --email or OWNER_EMAIL, by the rule the API applies; in
     production a special-use domain is refused, since it cannot receive mail."""
@@ -222,6 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help='print {"owner": EMAIL} or {"owner": null} and exit 0 either way (for scripts)',
     )
+    commands.add_parser(
+        "sweep-storage",
+        help="remove objects no file refers to and files whose object is gone, now",
+        description=(
+            "What a worker does every STORAGE_SWEEP_INTERVAL_SECONDS: remove objects no file "
+            "refers to, files whose object is gone and uploads never completed, if older "
+            "than STORAGE_SWEEP_GRACE_SECONDS."
+        ),
+    )
     document = commands.add_parser(
         "openapi", help="write the API document (openapi.json at the project root)"
     )
@@ -241,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             print(migrate(settings))
+            return 0
+        if args.command == "sweep-storage":
+            print(sweep(settings))
             return 0
         if args.command == "owner":
             found = asyncio.run(find_owner(settings))

@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import upgrade_to_head
 from app.core.rbac import Role
 from app.core.security import password_hash
+from app.core.storage import KEY_PREFIX
 from app.models import User
 from tests.fixtures import TEST_SECRET_KEY
 from tests.support import PASSWORD, password_hash_of_password
@@ -231,3 +234,26 @@ def test_migrate_with_two_heads_says_how_to_join_them(
     error = capsys.readouterr().err
     assert "The migrations have 2 heads (1a2b3c4d5e6f, 9001)" in error
     assert cli.MERGE_HEADS_COMMAND in error
+
+
+def test_sweep_storage_removes_an_old_object_no_file_refers_to(
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    uploads = tmp_path / "uploads"
+    monkeypatch.setenv("UPLOAD_DIR", str(uploads))
+    monkeypatch.setenv("STORAGE_SWEEP_GRACE_SECONDS", "60")
+    orphan = uploads / KEY_PREFIX / str(uuid.uuid4())
+    fresh = uploads / KEY_PREFIX / str(uuid.uuid4())
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left by a process that died")
+    fresh.write_bytes(b"an upload saving its row this very moment")
+    an_hour_ago = time.time() - 3600
+    os.utime(orphan, (an_hour_ago, an_hour_ago))
+    get_settings.cache_clear()
+    assert cli.main(["sweep-storage"]) == 0
+    assert "Removed 1 object(s) no file referred to, 0 file(s)" in capsys.readouterr().out
+    assert not orphan.exists()
+    assert fresh.exists()

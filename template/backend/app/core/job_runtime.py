@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
+from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 
 T = TypeVar("T")
 
@@ -30,7 +31,9 @@ class JobRuntime:
         self.pid = os.getpid()
         self._runner = asyncio.Runner()
         self._engine: AsyncEngine | None = None
+        self._autocommit: AsyncEngine | None = None
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self._read_sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self._clients: dict[str, Any] = {}
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
@@ -38,11 +41,36 @@ class JobRuntime:
         return self._runner.run(work)
 
     @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = create_engine(self.settings)
+        return self._engine
+
+    @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         if self._sessionmaker is None:
-            self._engine = create_engine(self.settings)
-            self._sessionmaker = create_sessionmaker(self._engine)
+            self._sessionmaker = create_sessionmaker(self.engine)
         return self._sessionmaker
+
+    @property
+    def read_sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions that only read, without a transaction where the database allows it
+        (app/core/db.py): a job's lookup costs one round trip."""
+        if self._read_sessionmaker is None:
+            self._read_sessionmaker = create_read_sessionmaker(self.engine) or self.sessionmaker
+        return self._read_sessionmaker
+
+    async def execute_alone(self, statement: Executable) -> None:
+        """Run one statement by itself, which makes it atomic: outside a transaction on
+        PostgreSQL (no BEGIN and COMMIT round trips), in a short one on SQLite."""
+        if self.engine.dialect.name == "sqlite":
+            async with self.engine.begin() as connection:
+                await connection.execute(statement)
+            return
+        if self._autocommit is None:
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with self._autocommit.connect() as connection:
+            await connection.execute(statement)
 
     def client(self, name: str, make: Callable[[], T]) -> T:
         """The client called `name`, made by `make` the first time it is asked for."""

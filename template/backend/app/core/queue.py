@@ -145,6 +145,12 @@ class JobQueue:
             )
             raise JobNotQueuedError(str(exc)) from exc
 
+    def put(self, call: JobCall) -> None:
+        """Enqueue from code that is not a request's (the worker's keeper); needs Redis."""
+        if self.redis is None:
+            raise QueueUnavailableError("REDIS_URL is not set")
+        self._enqueue(self.redis, call)
+
     def _enqueue(self, redis: Redis, call: JobCall) -> None:
         retry = None
         if call.retry and self.settings.JOB_RETRIES:

@@ -9,6 +9,8 @@ failure surfaces as StorageUnavailableError, which the API answers with 503.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from app.core.errors import NotFoundError, ServiceUnavailableError
@@ -34,6 +36,12 @@ class ObjectMissingError(NotFoundError):
         super().__init__("The file's content is gone.", reason=f"no object {key}")
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    modified: datetime  # aware, UTC
+
+
 class Upload(Protocol):
     async def write(self, chunk: bytes) -> None: ...
     async def complete(self) -> None: ...
@@ -47,3 +55,11 @@ class Storage(Protocol):
     def read(self, key: str) -> Iterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
     async def check(self) -> None: ...
+
+    # For the sweep, which runs them in a thread: every complete object under KEY_PREFIX
+    # (an upload in progress is not one), and the removal of uploads begun before
+    # `started_before` that never completed, with how many there were (on S3 the
+    # bucket's lifecycle rule does that).
+    def objects(self) -> Iterator[StoredObject]: ...
+
+    def abort_stale_uploads(self, started_before: datetime) -> int: ...

@@ -13,11 +13,13 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 
 from anyio import to_thread
+from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import utcnow
 from app.core.config import Settings
@@ -149,25 +151,28 @@ def process_file(file_id: str) -> None:
     runtime.run(_process_file(uuid.UUID(file_id), runtime))
 
 
+def job_storage(runtime: JobRuntime) -> Storage | None:
+    """The storage the settings choose, made once per job runtime."""
+    return runtime.client("storage", lambda: create_storage(runtime.settings))
+
+
 def process_file_job(file_id: uuid.UUID) -> JobCall:
     return JobCall(process_file, (str(file_id),), description=f"process_file {file_id}")
 
 
 async def _process_file(file_id: uuid.UUID, runtime: JobRuntime) -> None:
-    # Short transactions on either side of the read: no connection is held while the
-    # object streams back from storage.
-    sessionmaker = runtime.sessionmaker
-    async with sessionmaker() as session:
+    # A statement on either side of the read, each on its own: no connection is held
+    # while the object streams back from storage.
+    async with runtime.read_sessionmaker() as session:
         file = await session.get(File, file_id)
     if file is None:
         logger.info("File %s was deleted before it was processed", file_id)
         return
-    storage = runtime.client("storage", lambda: create_storage(runtime.settings))
+    storage = job_storage(runtime)
     status, detail = await asyncio.to_thread(_measure, file, storage)
-    async with sessionmaker.begin() as session:
-        await session.execute(
-            update(File).where(File.id == file_id).values(status=status, processed_at=utcnow())
-        )
+    await runtime.execute_alone(
+        update(File).where(File.id == file_id).values(status=status, processed_at=utcnow())
+    )
     log = logger.info if status is FileStatus.READY else logger.warning
     log("File %s %s: %s", file_id, status.value, detail)
 
@@ -192,3 +197,73 @@ def _measure(file: File, storage: Storage | None) -> tuple[FileStatus, str]:
     if (size, digest.hexdigest()) != (file.size, file.checksum_sha256):
         return FileStatus.FAILED, f"stored object differs from the upload ({size} bytes)"
     return FileStatus.READY, f"{size} bytes, sha256 {file.checksum_sha256}"
+
+
+# An upload still unfinished after this long was abandoned by the process that began it.
+UPLOAD_TIME_LIMIT = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    objects_removed: int
+    files_removed: int
+    uploads_aborted: int
+
+
+async def sweep_storage(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    *,
+    now: datetime,
+    grace: timedelta,
+) -> Sweep:
+    """Remove what an upload or a delete cut short: objects no file refers to (a process
+    ended between storing an upload and saving its row), files whose object is gone (a
+    delete that removed the object and failed before the row), and uploads never
+    completed. Only what is older than `grace` is touched, so uploads in progress and
+    files being saved are safe: an upload's object is complete, and visible, only just
+    before its row is saved, and a row is saved only after its object.
+
+    The keys are held in memory, a hundred bytes or so each: millions of files fit.
+    """
+    cutoff = now - grace
+    stored = await to_thread.run_sync(lambda: list(storage.objects()))
+    async with sessionmaker() as session:
+        referenced = set(await session.scalars(select(File.object_key)))
+    present = {item.key for item in stored}
+    orphans = [item.key for item in stored if item.modified < cutoff and item.key not in referenced]
+    for key in orphans:
+        await storage.delete(key)
+        logger.warning("Object %s belonged to no file; removed", key)
+    async with sessionmaker.begin() as session:
+        rows = await session.execute(
+            select(File.id, File.object_key).where(File.created_at < cutoff)
+        )
+        gone = [file_id for file_id, key in rows if key not in present]
+        if gone:
+            await session.execute(delete_rows(File).where(File.id.in_(gone)))
+    for file_id in gone:
+        logger.warning("File %s had no object in storage; removed", file_id)
+    aborted = await to_thread.run_sync(storage.abort_stale_uploads, now - UPLOAD_TIME_LIMIT)
+    return Sweep(objects_removed=len(orphans), files_removed=len(gone), uploads_aborted=aborted)
+
+
+async def sweep_with(runtime: JobRuntime) -> Sweep | None:
+    """The sweep on a job runtime's database and storage; None when storage is off."""
+    storage = job_storage(runtime)
+    if storage is None:
+        return None
+    grace = timedelta(seconds=runtime.settings.STORAGE_SWEEP_GRACE_SECONDS)
+    return await sweep_storage(runtime.sessionmaker, storage, now=utcnow(), grace=grace)
+
+
+def sweep_storage_now() -> None:
+    """The periodic job (the worker's keeper queues it every STORAGE_SWEEP_INTERVAL_SECONDS)."""
+    runtime = job_runtime()
+    swept = runtime.run(sweep_with(runtime))
+    if swept is not None:
+        logger.info("Storage swept: %s", swept)
+
+
+def sweep_storage_job() -> JobCall:
+    return JobCall(sweep_storage_now, (), description="sweep_storage", retry=False)

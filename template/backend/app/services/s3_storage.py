@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -18,10 +19,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.core.config import Settings
 from app.core.storage import (
+    KEY_PREFIX,
     PART_SIZE,
     READ_CHUNK,
     ObjectMissingError,
     StorageUnavailableError,
+    StoredObject,
     Upload,
 )
 
@@ -143,3 +146,20 @@ class S3Storage:
 
     async def check(self) -> None:
         await s3_call(lambda: self.client.head_bucket(Bucket=self.bucket))
+
+    def objects(self) -> Iterator[StoredObject]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=KEY_PREFIX
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield StoredObject(item["Key"], item["LastModified"])
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+
+    def abort_stale_uploads(self, started_before: datetime) -> int:
+        # The bucket's lifecycle rule (AbortIncompleteMultipartUpload, see the README)
+        # removes them: S3 keeps an unfinished upload's parts out of every listing of
+        # objects, and some S3-compatible services report no start time to go by.
+        return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,20 +16,25 @@ from anyio import to_thread
 
 from app.core.config import Settings, StorageBackend
 from app.core.storage import (
+    KEY_PREFIX,
     READ_CHUNK,
     ObjectMissingError,
     Storage,
     StorageUnavailableError,
+    StoredObject,
     Upload,
 )
 
 logger = logging.getLogger(__name__)
 
 
+PARTIAL = ".partial"
+
+
 class LocalUpload:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.partial = path.with_name(path.name + ".partial")
+        self.partial = path.with_name(path.name + PARTIAL)
         self.file: IO[bytes] | None = None
 
     async def write(self, chunk: bytes) -> None:
@@ -101,6 +107,31 @@ class LocalStorage:
                 raise PermissionError(f"{self.root} is not writable")
 
         await local_call(writable)
+
+    def _files(self) -> Iterator[tuple[Path, datetime]]:
+        try:
+            for path in (self.root / KEY_PREFIX).rglob("*"):
+                if path.is_file():
+                    yield path, datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except FileNotFoundError:
+            return  # nothing was ever uploaded, or it went while being listed
+        except OSError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+
+    def objects(self) -> Iterator[StoredObject]:
+        for path, modified in self._files():
+            if not path.name.endswith(PARTIAL):
+                yield StoredObject(path.relative_to(self.root).as_posix(), modified)
+
+    def abort_stale_uploads(self, started_before: datetime) -> int:
+        stale = [
+            path
+            for path, modified in self._files()
+            if path.name.endswith(PARTIAL) and modified < started_before
+        ]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
 
 def create_storage(settings: Settings) -> Storage | None:

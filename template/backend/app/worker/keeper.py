@@ -2,8 +2,9 @@
 
 Each second it marks its worker alive (a key that lapses ALIVE_SECONDS after the last
 mark), and the one worker that holds the keeper lease (LEASE_SECONDS, renewed each
-second) moves retries whose time has come back to their queue and hands the jobs of
-workers that are no longer alive back to RQ, which retries them as it would a failure.
+second) moves retries whose time has come back to their queue, hands the jobs of
+workers that are no longer alive back to RQ, which retries them as it would a failure,
+and queues the periodic jobs (worker.py lists them) when they are due.
 
 So a worker killed at any moment (SIGKILL, a lost machine) costs seconds: its lease
 passes to another worker within LEASE_SECONDS, and the job it was running runs again
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -27,6 +28,8 @@ from rq.executions import Execution
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 
+from app.core.queue import JobCall
+
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
@@ -34,6 +37,8 @@ ALIVE_SECONDS = 10
 LEASE_SECONDS = 5
 LEASE_KEY = "dayone:keeper-lease"
 ALIVE_KEY = "dayone:worker-alive:{}"
+# Set for a periodic job's interval each time it is queued: while it lasts, it is not due.
+PERIODIC_KEY = "dayone:periodic:{}"
 
 # Take the lease if nobody holds it, renew it if we do; 1 when we hold it afterwards.
 _LEASE = """
@@ -48,11 +53,25 @@ return 0
 """
 
 
+# A job, and the seconds from one run of it to the next.
+Periodic = tuple[JobCall, int]
+
+
 class Keeper:
-    def __init__(self, worker_name: str, queues: Sequence[Queue], redis: Redis) -> None:
+    def __init__(
+        self,
+        worker_name: str,
+        queues: Sequence[Queue],
+        redis: Redis,
+        *,
+        periodic: Sequence[Periodic],
+        enqueue: Callable[[JobCall], None],
+    ) -> None:
         self.worker_name = worker_name
         self.queues = list(queues)
         self.redis = redis
+        self.periodic = list(periodic)
+        self.enqueue = enqueue
         self.lease = redis.register_script(_LEASE)
         self.scheduler = RQScheduler(self.queues, connection=redis)
         self.scheduler.prepare_registries([queue.name for queue in self.queues])
@@ -102,6 +121,13 @@ class Keeper:
             return
         self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
         self.hand_back_abandoned_jobs()
+        self.queue_periodic_jobs()
+
+    def queue_periodic_jobs(self) -> None:
+        for call, every in self.periodic:
+            due = self.redis.set(PERIODIC_KEY.format(call.description), 1, nx=True, ex=every)
+            if due:
+                self.enqueue(call)
 
     def hand_back_abandoned_jobs(self) -> None:
         """Jobs in a started registry whose worker is no longer alive go back to RQ: it
@@ -113,8 +139,11 @@ class Keeper:
                 try:
                     worker = Execution.fetch(execution_id, job_id, self.redis).worker_name
                 except ValueError:
-                    worker = ""  # the execution's record is gone: nobody runs it
-                if not worker or not self.redis.exists(ALIVE_KEY.format(worker)):
+                    # A job that has just ended loses its execution record a moment
+                    # before its registry entry; an entry whose record lapsed is RQ's
+                    # own clean-up's.
+                    continue
+                if worker and not self.redis.exists(ALIVE_KEY.format(worker)):
                     abandoned.append(f"{job_id}:{execution_id}")
             if not abandoned:
                 continue

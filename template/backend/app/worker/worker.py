@@ -2,8 +2,8 @@
 
 It takes jobs from the queues in priority order (email first) and runs them one after
 another in its own process, so that the database engine, the storage client and the
-event loop a job needs are made once and reused by every job (app/core/jobs.py): a fork
-per job would make each of them again. A job that raises is recorded and retried; a job
+event loop a job needs are made once and reused by every job (app/core/job_runtime.py):
+a fork per job would make each of them again. A job that raises is recorded and retried; a job
 that kills the process (or a worker killed from outside) is handed back by the keeper
 (keeper.py) within seconds, to run again on another worker or on this one's
 replacement. Run as many workers as the load needs: each takes one job at a time.
@@ -26,7 +26,7 @@ from rq import Queue, SimpleWorker
 from app.core.config import get_settings
 from app.core.job_runtime import close_job_runtime
 from app.core.logging import LOG_FORMAT, configure_logging
-from app.core.queue import QUEUES
+from app.core.queue import QUEUES, JobQueue
 
 # The modules whose functions are the jobs (each builds its calls with a `..._job`).
 from app.services import account_service, email_service, file_service
@@ -80,7 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_job_description=False,
     )
     logger.info("Worker %s taking jobs from %s", worker.name, ", ".join(args.queues))
-    keeper = None if args.burst else Keeper(worker.name, queues, redis)
+    job_queue = JobQueue(settings)
+    keeper = None
+    if not args.burst:
+        keeper = Keeper(
+            worker.name,
+            queues,
+            redis,
+            periodic=[(file_service.sweep_storage_job(), settings.STORAGE_SWEEP_INTERVAL_SECONDS)],
+            enqueue=job_queue.put,
+        )
     if keeper is not None:
         keeper.start()
     try:
@@ -94,5 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if keeper is not None:
             keeper.stop()
+        job_queue.close()
         close_job_runtime()
     return 0
