@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from app.core.config import Settings
 from app.core.queue import EMAIL_QUEUE
 from app.models import File, User
+from app.services.email_service import deliver_email
 from tests.servers import BACKEND_DIR, Mailbox, run_worker, settings_env, start_worker
 from tests.support import PASSWORD, link_token, running_app, stored_files, token_for
 
@@ -153,3 +154,21 @@ def test_the_worker_explains_a_missing_redis_url(settings: Settings) -> None:
     )
     assert result.returncode == 1
     assert "REDIS_URL is not set" in result.stderr
+
+
+@pytest.mark.redis
+async def test_an_email_job_that_runs_again_sends_nothing_twice(
+    settings: Settings, redis_url: str, smtp_settings: dict[str, Any], mailbox: Mailbox
+) -> None:
+    # A job handed back after its worker was killed may have sent its email already.
+    worker_settings = settings.model_copy(update={"REDIS_URL": redis_url, **smtp_settings})
+    queue = Queue(EMAIL_QUEUE, connection=Redis.from_url(redis_url))
+    job = queue.enqueue(
+        deliver_email, "twice@example.com", "password_changed", "Your password was changed", {}
+    )
+    run_worker(worker_settings)
+    assert len(mailbox.to("twice@example.com")) == 1
+    queue.enqueue_job(job)  # the same job, queued again
+    again = run_worker(worker_settings)
+    assert len(mailbox.to("twice@example.com")) == 1
+    assert "was sent by an earlier run of its job" in again.stderr

@@ -72,6 +72,26 @@ def final_attempt() -> bool:
     return job is None or not job.retries_left
 
 
+# What a job marks once its effect has happened, so that a run of it again (handed back
+# after its worker died, or retried after a later step failed) does not repeat it.
+_DONE_KEY = "dayone:job-done:{}"
+_DONE_SECONDS = 7 * 24 * 3600
+
+
+def done_before() -> bool:
+    """Whether an earlier run of the current job marked its effect done (mark_done)."""
+    job = get_current_job()
+    return job is not None and bool(job.connection.exists(_DONE_KEY.format(job.id)))
+
+
+def mark_done() -> None:
+    """Mark the current job's effect done, for a job that must not repeat it (an email).
+    A worker killed between the effect and this mark still repeats it: at least once."""
+    job = get_current_job()
+    if job is not None:
+        job.connection.set(_DONE_KEY.format(job.id), 1, ex=_DONE_SECONDS)
+
+
 def log_failure(
     job: Job,
     connection: Redis,

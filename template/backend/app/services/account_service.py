@@ -8,6 +8,7 @@ address.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -15,10 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.job_runtime import JobRuntime, job_runtime
-from app.core.queue import EMAIL_QUEUE, JobCall
+from app.core.queue import EMAIL_QUEUE, JobCall, done_before, mark_done
 from app.models import TokenPurpose, User
 from app.services import token_service
 from app.services.email_service import Email, send_email
+
+logger = logging.getLogger(__name__)
 
 # The web app's pages that links in emails open.
 LINK_PAGES = {
@@ -135,8 +138,12 @@ async def link_email(
 def send_account_link(email: str, purpose: str) -> None:
     """The job: look the address up and mail it a verification or reset link, if it is
     owed one."""
+    if done_before():
+        logger.info("The %s link was sent by an earlier run of its job", purpose)
+        return
     runtime = job_runtime()
     runtime.run(_send_account_link(email, TokenPurpose(purpose), runtime))
+    mark_done()
 
 
 def send_account_link_job(email: str, purpose: TokenPurpose) -> JobCall:

@@ -30,7 +30,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from app.core.config import Settings, SmtpSecurity
 from app.core.job_runtime import job_runtime
-from app.core.queue import EMAIL_QUEUE, JobCall
+from app.core.queue import EMAIL_QUEUE, JobCall, done_before, mark_done
 
 logger = logging.getLogger(__name__)
 # Links in the plain-text bodies, which put each on a line of its own.
@@ -134,9 +134,14 @@ def send_email(email: Email, settings: Settings) -> None:
 
 
 def deliver_email(to: str, template: str, subject: str, context: dict[str, Any]) -> None:
-    """The job: send one email (its arguments are plain values, as RQ stores them)."""
+    """The job: send one email (its arguments are plain values, as RQ stores them), once
+    even when the job runs again."""
+    if done_before():
+        logger.info("Email %r to %s was sent by an earlier run of its job", subject, to)
+        return
     settings = job_runtime().settings
     send_email(Email(to=to, template=template, subject=subject, context=context), settings)
+    mark_done()
 
 
 def send_email_job(email: Email) -> JobCall:
