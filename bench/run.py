@@ -305,6 +305,21 @@ README_ROWS = (
         "",
     ),
     ("no-op jobs, 500 at once, one worker", "{jobs_per_second} jobs/s", ""),
+    (
+        "one worker on a backlog of 300 (PostgreSQL, moto's S3, aiosmtpd): no-op",
+        "{worker_noop_per_second} jobs/s",
+        "the ceiling",
+    ),
+    (
+        "`process_file` of a 64 KiB file, same worker and run",
+        "{worker_process_file_per_second} jobs/s ({worker_process_file_to_noop} % of the no-op)",
+        "≥ 50 % of the no-op",
+    ),
+    (
+        "`send_email` through SMTP, same worker and run",
+        "{worker_send_email_per_second} jobs/s ({worker_send_email_to_noop} % of the no-op)",
+        "",
+    ),
 )
 
 
