@@ -38,7 +38,6 @@ from app.core.migrations import current_revision, head_revisions, upgrade_to_hea
 from app.core.rbac import Role
 from app.core.security import hash_password, password_problem
 from app.models import User
-from app.services import file_service
 
 PASSWORD_VARIABLE = "OWNER_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # `owner`'s exit status when there is none: distinct from 1, which means an error.
@@ -171,6 +170,10 @@ def write_openapi(settings: Settings, path: Path, *, check: bool) -> str:
 
 
 def sweep(settings: Settings) -> str:
+    # Imported here: the file service brings storage and uploads, which no other command
+    # needs, and setup scripts run these commands often.
+    from app.services import file_service
+
     with inline_runtime(settings) as runtime:
         swept = runtime.run(file_service.sweep_with(runtime))
     if swept is None:

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.storage import KEY_PREFIX, PART_SIZE, ObjectMissingError, Storage
 from app.models import File
 from app.services.file_service import Sweep, sweep_storage
+from app.services.storage_service import LocalStorage
 from tests.support import add_user, running_app, token_for, upload
 
 GRACE = timedelta(minutes=10)
@@ -161,3 +162,26 @@ async def test_an_upload_in_progress_survives_a_sweep_that_counts_everything_as_
         )
         assert download.status_code == 200
         assert download.content == content
+
+
+async def test_a_sweep_that_sees_another_disk_or_database_removes_nothing(
+    settings: Settings, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with app_on("local", settings, request) as (app, client, storage):
+        headers = await token_for(app, settings, "many@example.com")
+        for number in range(12):
+            response = await upload(client, headers, PNG_HEADER + bytes([number]))
+            assert response.status_code == 201, response.text
+        # A worker whose local storage is on a disk of its own sees no objects at all...
+        elsewhere = LocalStorage(request.getfixturevalue("tmp_path") / "elsewhere")
+        swept = await sweep_storage(
+            app.state.sessionmaker, elsewhere, now=utcnow() + timedelta(days=2), grace=GRACE
+        )
+        assert swept == Sweep(0, 0, 0)
+        assert "found 12 files whose object is gone out of 12" in caplog.text
+        # ... and one on an empty database sees no files.
+        async with app.state.sessionmaker.begin() as session:
+            await session.execute(delete(File))
+        assert await sweep(app, storage, later=timedelta(days=2)) == Sweep(0, 0, 0)
+        assert "found 12 objects no file refers to out of 12" in caplog.text
+        assert len(list(storage.objects())) == 12

@@ -25,7 +25,7 @@ from app.core.clock import as_utc
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import AppError, DatabaseUnavailableError, raises
-from app.core.queue import JobNotQueuedError, Jobs, QueueUnavailableError
+from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.rbac import Role
 from app.core.security import InvalidTokenError, decode_access_token
@@ -100,7 +100,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-@raises(QueueUnavailableError, JobNotQueuedError)
+@raises(QueueUnavailableError)
 async def get_jobs(
     request: Request,
     background: BackgroundTasks,

@@ -49,11 +49,12 @@ def _reject_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) 
     """Replace a pooled connection the server has closed (a restart, a failover, an
     administrator ending it) before a request gets it.
 
-    An idle connection has nothing to read: a server that ends it sends its reason and
-    closes the socket. Either asyncpg has read that already (the connection is closed) or
-    it waits in the socket for an event loop that was busy; a poll that does not wait
-    sees it. This costs a system call, not the round trip of SQLAlchemy's pool_pre_ping.
-    DisconnectionError makes the pool connect that slot again.
+    An idle connection has nothing to read, as a rule: a server that ends it sends its
+    reason and closes the socket. Either asyncpg has read that already (the connection is
+    closed) or it waits in the socket for an event loop that was busy; a poll that does
+    not wait sees it. This costs a system call, not the round trip of SQLAlchemy's
+    pool_pre_ping. Anything else unread (a notice after a configuration reload) costs a
+    reconnect. DisconnectionError makes the pool connect that slot again.
     """
     connection = dbapi_connection.driver_connection
     if connection.is_closed() or _has_unread_input(connection):
@@ -63,11 +64,14 @@ def _reject_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) 
 def _has_unread_input(connection: Any) -> bool:
     transport = getattr(connection, "_transport", None)
     sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
+    if sock is None or not hasattr(select, "poll"):  # poll is not on Windows
         return False
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True  # a socket that cannot be polled is no connection to hand out
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -130,30 +134,43 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return async_sessionmaker(autocommit, expire_on_commit=False, sync_session_class=ReadSession)
 
 
-# Work that must follow a commit, kept in the session's info until its transaction ends.
+# Work that must follow a commit: each action with the transaction it was registered in
+# (a savepoint's, or the session's), until that transaction ends.
 _PENDING = "after_commit_pending"
 _COMMITTED = "after_commit_ready"
 
 
 def after_commit(session: AsyncSession, action: Callable[[], Awaitable[None]]) -> None:
     """Have `action` run once the session's transaction has committed, and never if it
-    rolls back. session_scope runs it; a job that reads the transaction's rows, or that
-    must not run for rows that were never saved, is enqueued this way."""
-    session.sync_session.info.setdefault(_PENDING, []).append(action)
+    rolls back (nor if the savepoint it was registered in does). session_scope runs it;
+    a job that reads the transaction's rows, or that must not run for rows that were
+    never saved, is enqueued this way."""
+    sync = session.sync_session
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    sync.info.setdefault(_PENDING, []).append((transaction, action))
 
 
 @event.listens_for(Session, "after_commit")
 def _commit_releases_pending(session: Session) -> None:
-    # A savepoint's release fires this too; only the outermost commit saves anything.
-    if session.get_nested_transaction() is None:
-        session.info.setdefault(_COMMITTED, []).extend(session.info.pop(_PENDING, []))
+    pending = session.info.get(_PENDING, [])
+    released = session.get_nested_transaction()
+    if released is not None:
+        # A savepoint was released: what it held now waits on the enclosing transaction.
+        session.info[_PENDING] = [
+            (released.parent if transaction is released else transaction, action)
+            for transaction, action in pending
+        ]
+        return
+    session.info.setdefault(_COMMITTED, []).extend(action for _, action in pending)
+    session.info[_PENDING] = []
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _rollback_drops_pending(session: Session, transaction: SessionTransaction) -> None:
-    # After a commit nothing is pending any more; after a rollback what was is dropped.
-    if transaction.parent is None:
-        session.info.pop(_PENDING, None)
+def _rollback_drops_pending(session: Session, ended: SessionTransaction) -> None:
+    # What is still registered in a transaction as it ends was rolled back with it.
+    pending = session.info.get(_PENDING)
+    if pending:
+        session.info[_PENDING] = [entry for entry in pending if entry[0] is not ended]
 
 
 async def _run_committed(session: AsyncSession) -> None:

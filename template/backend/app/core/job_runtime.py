@@ -10,10 +10,10 @@ runtime of its own that closes when the job ends: the API's threads share no loo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Executable
@@ -37,8 +37,24 @@ class JobRuntime:
         self._clients: dict[str, Any] = {}
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` on this runtime's event loop, where its connections live."""
-        return self._runner.run(work)
+        """Run `work` on this runtime's event loop, where its connections live.
+
+        It runs in the caller's context, so that it sees the current job (RQ keeps it in
+        a context variable). A job stopped from outside (its timeout, a signal) leaves
+        nothing running on the loop that a later job would resume."""
+        try:
+            return self._runner.run(work, context=contextvars.copy_context())
+        except BaseException:
+            self._cancel_leftovers()
+            raise
+
+    def _cancel_leftovers(self) -> None:
+        loop = self._runner.get_loop()
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -85,7 +101,9 @@ class JobRuntime:
 
 
 _process_runtime: JobRuntime | None = None
-_inline_runtime: ContextVar[JobRuntime | None] = ContextVar("inline_job_runtime", default=None)
+_inline_runtime: contextvars.ContextVar[JobRuntime | None] = contextvars.ContextVar(
+    "inline_job_runtime", default=None
+)
 
 
 def job_runtime() -> JobRuntime:

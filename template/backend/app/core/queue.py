@@ -47,16 +47,6 @@ class QueueUnavailableError(ServiceUnavailableError):
     public_message = "The job queue is unreachable, so nothing was done; try again soon."
 
 
-class JobNotQueuedError(QueueUnavailableError):
-    """Redis answered before the commit and failed after it: what the request saved stays,
-    the job it needed is not queued (and is logged)."""
-
-    public_message = (
-        "The change was saved, but the job queue failed before its follow-up work (an email, "
-        "a file check) could be queued."
-    )
-
-
 @dataclass(frozen=True)
 class JobCall:
     function: Callable[..., None]  # a module-level function, so RQ can import it by name
@@ -88,8 +78,13 @@ def mark_done() -> None:
     """Mark the current job's effect done, for a job that must not repeat it (an email).
     A worker killed between the effect and this mark still repeats it: at least once."""
     job = get_current_job()
-    if job is not None:
+    if job is None:
+        return
+    try:
         job.connection.set(_DONE_KEY.format(job.id), 1, ex=_DONE_SECONDS)
+    except RedisError as exc:
+        # The effect has happened: failing the job now would only repeat it.
+        logger.warning("Job %s done, but not marked so: %s", job.id, exc)
 
 
 def log_failure(
@@ -157,13 +152,15 @@ class JobQueue:
             raise QueueUnavailableError(str(exc)) from exc
 
     async def enqueue_committed(self, call: JobCall, background: BackgroundTasks) -> None:
+        """Enqueue the job of a transaction that has committed. Redis answered a moment
+        ago; should it fail now, the request's answer still says what it saved (a 503
+        would invite a retry of something done), and the lost job is logged."""
         try:
             await self.enqueue(call, background)
         except QueueUnavailableError as exc:
             logger.error(
                 "Job %s not queued after its transaction committed: %s", call.description, exc
             )
-            raise JobNotQueuedError(str(exc)) from exc
 
     def put(self, call: JobCall) -> None:
         """Enqueue from code that is not a request's (the worker's keeper); needs Redis."""

@@ -57,9 +57,11 @@ class Storage(Protocol):
     async def check(self) -> None: ...
 
     # For the sweep, which runs them in a thread: every complete object under KEY_PREFIX
-    # (an upload in progress is not one), and the removal of uploads begun before
-    # `started_before` that never completed, with how many there were (on S3 the
-    # bucket's lifecycle rule does that).
+    # (an upload in progress is not one), whether one object is there, and the removal
+    # of uploads begun before `started_before` that never completed, with how many
+    # there were (on S3 the bucket's lifecycle rule does that).
     def objects(self) -> Iterator[StoredObject]: ...
+
+    def exists(self, key: str) -> bool: ...
 
     def abort_stale_uploads(self, started_before: datetime) -> int: ...

@@ -224,28 +224,66 @@ async def sweep_storage(
     files being saved are safe: an upload's object is complete, and visible, only just
     before its row is saved, and a row is saved only after its object.
 
+    Leftovers are few. A sweep that finds more than SWEEP_LIMIT of either kind is looking
+    at the wrong database or the wrong disk (a worker with local storage on a machine
+    of its own, say) and removes none of that kind; it logs an error instead.
+
     The keys are held in memory, a hundred bytes or so each: millions of files fit.
     """
     cutoff = now - grace
     stored = await to_thread.run_sync(lambda: list(storage.objects()))
     async with sessionmaker() as session:
         referenced = set(await session.scalars(select(File.object_key)))
+        rows = (
+            await session.execute(select(File.id, File.object_key).where(File.created_at < cutoff))
+        ).all()
     present = {item.key for item in stored}
     orphans = [item.key for item in stored if item.modified < cutoff and item.key not in referenced]
+    if _too_many("objects no file refers to", len(orphans), len(stored)):
+        orphans = []
+    removed = 0
     for key in orphans:
+        # Asked again just before: on S3 a multipart upload's object is dated from the
+        # upload's start, so a long upload can look old in the moment before its row.
+        async with sessionmaker() as session:
+            if await session.scalar(select(File.id).where(File.object_key == key)):
+                continue
         await storage.delete(key)
+        removed += 1
         logger.warning("Object %s belonged to no file; removed", key)
-    async with sessionmaker.begin() as session:
-        rows = await session.execute(
-            select(File.id, File.object_key).where(File.created_at < cutoff)
-        )
-        gone = [file_id for file_id, key in rows if key not in present]
-        if gone:
+    # Each file that the listing lacks is looked up on its own before it goes.
+    missing = [(file_id, key) for file_id, key in rows if key not in present]
+    if _too_many("files whose object is gone", len(missing), len(referenced)):
+        missing = []
+    gone = [
+        file_id for file_id, key in missing if not await to_thread.run_sync(storage.exists, key)
+    ]
+    if gone:
+        async with sessionmaker.begin() as session:
             await session.execute(delete_rows(File).where(File.id.in_(gone)))
     for file_id in gone:
         logger.warning("File %s had no object in storage; removed", file_id)
     aborted = await to_thread.run_sync(storage.abort_stale_uploads, now - UPLOAD_TIME_LIMIT)
-    return Sweep(objects_removed=len(orphans), files_removed=len(gone), uploads_aborted=aborted)
+    return Sweep(objects_removed=removed, files_removed=len(gone), uploads_aborted=aborted)
+
+
+# The most a sweep removes of one kind: this many, or this share of what there is.
+SWEEP_LIMIT = (10, 0.05)
+
+
+def _too_many(what: str, found: int, total: int) -> bool:
+    count, share = SWEEP_LIMIT
+    if found <= max(count, share * total):
+        return False
+    logger.error(
+        "Storage sweep found %d %s out of %d: more than leftovers, so it removes none. "
+        "Check that this process uses the API's database and storage (DATABASE_URL, "
+        "S3_BUCKET or, for local storage, the same UPLOAD_DIR on the same machine).",
+        found,
+        what,
+        total,
+    )
+    return True
 
 
 async def sweep_with(runtime: JobRuntime) -> Sweep | None:

@@ -158,6 +158,17 @@ class S3Storage:
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise StorageUnavailableError(str(exc)) from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+        return True
+
     def abort_stale_uploads(self, started_before: datetime) -> int:
         # The bucket's lifecycle rule (AbortIncompleteMultipartUpload, see the README)
         # removes them: S3 keeps an unfinished upload's parts out of every listing of

@@ -109,19 +109,27 @@ class LocalStorage:
         await local_call(writable)
 
     def _files(self) -> Iterator[tuple[Path, datetime]]:
-        try:
-            for path in (self.root / KEY_PREFIX).rglob("*"):
-                if path.is_file():
-                    yield path, datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        except FileNotFoundError:
-            return  # nothing was ever uploaded, or it went while being listed
-        except OSError as exc:
-            raise StorageUnavailableError(str(exc)) from exc
+        # os.walk skips a folder that goes while it is listed, and a file that goes
+        # between being listed and looked at is skipped too: the listing never ends
+        # early, which would make the files not yet listed look gone.
+        for folder, _, names in os.walk(self.root / KEY_PREFIX):
+            for name in names:
+                path = Path(folder, name)
+                try:
+                    modified = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise StorageUnavailableError(str(exc)) from exc
+                yield path, datetime.fromtimestamp(modified, UTC)
 
     def objects(self) -> Iterator[StoredObject]:
         for path, modified in self._files():
             if not path.name.endswith(PARTIAL):
                 yield StoredObject(path.relative_to(self.root).as_posix(), modified)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
 
     def abort_stale_uploads(self, started_before: datetime) -> int:
         stale = [

@@ -65,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedisError as exc:
         print(f"error: cannot reach Redis at REDIS_URL: {exc}", file=sys.stderr)
         return 1
-    # Everything a job needs is loaded once, here: each job runs in a process forked from
-    # this one, which then starts warm instead of importing the app all over again.
+    # Everything a job needs is loaded once, here, before the first job: none of them
+    # pays for importing the app or compiling the email templates.
     logger.debug(
         "Jobs loaded from %s",
         ", ".join(module.__name__ for module in (account_service, email_service, file_service)),
@@ -85,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.burst:
         keeper = Keeper(
             worker.name,
-            queues,
-            redis,
+            settings.REDIS_URL,
             periodic=[(file_service.sweep_storage_job(), settings.STORAGE_SWEEP_INTERVAL_SECONDS)],
             enqueue=job_queue.put,
         )
@@ -95,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         worker.work(
             burst=args.burst,
-            # A burst run moves due retries itself; otherwise the keeper does.
+            # A burst run moves the retries due as it starts; otherwise the keeper does.
             with_scheduler=args.burst,
             logging_level=settings.LOG_LEVEL.upper(),
             log_format=LOG_FORMAT,
