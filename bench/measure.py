@@ -228,7 +228,8 @@ def upload_once(
     return sampler.peak, elapsed, status
 
 
-def measure_upload_rss(project: Path) -> dict[str, Result]:
+def start_moto() -> tuple[ThreadedMotoServer, str]:
+    """moto's S3 server on a free loopback port with the bucket "bench"; it and its URL."""
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
@@ -240,6 +241,11 @@ def measure_upload_rss(project: Path) -> dict[str, Result]:
         aws_access_key_id="bench",
         aws_secret_access_key="bench",
     ).create_bucket(Bucket="bench")
+    return moto, endpoint
+
+
+def measure_upload_rss(project: Path) -> dict[str, Result]:
+    moto, endpoint = start_moto()
     settings = {
         "S3_ENDPOINT_URL": endpoint,
         "S3_BUCKET": "bench",
@@ -681,17 +687,7 @@ def measure_worker(project: Path) -> dict[str, Result]:
     job that does nothing, in the same run: what a job costs beyond RQ's own handling."""
     redis = Redis.from_url(REDIS_URL, socket_timeout=600)
     redis.flushdb()
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
-    ).create_bucket(Bucket="bench")
+    moto, endpoint = start_moto()
     sink = Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_support import PrivateRedis
 from template_tools import RENDERED_FILES, ProjectEnv, copy_template
 
 
@@ -40,3 +41,13 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def project_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProjectEnv]:
     yield ProjectEnv(tmp_path_factory.mktemp("venvs"))
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A redis-server of the module's own, which its tests may kill; the machine's shared
+    Redis is never stopped."""
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()

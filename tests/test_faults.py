@@ -36,14 +36,6 @@ PASSWORD = "a passphrase for the fault tests"
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
 def stack(
     render: Callable[..., Path],
     project_env: ProjectEnv,

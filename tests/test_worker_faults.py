@@ -38,14 +38,6 @@ RECOVERY_DEADLINE = 60
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
 def stack(
     render: Callable[..., Path],
     project_env: ProjectEnv,
