@@ -41,8 +41,13 @@ from template_tools import ProjectEnv
 POSTGRES_SERVER = os.environ.get(
     "TEMPLATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-# Database 11 of the machine's Redis belongs to these tests; 12 to 15 to other runs.
-SHARED_REDIS = os.environ.get("TEMPLATE_TEST_E2E_REDIS", "redis://127.0.0.1:6379/11")
+# Database 11 of the machine's Redis belongs to these tests (10, 9, ... to the second and
+# further pytest-xdist workers, so that one worker's FLUSHDB never hits another's stack);
+# 12 to 15 to other runs.
+_XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+SHARED_REDIS = os.environ.get(
+    "TEMPLATE_TEST_E2E_REDIS", f"redis://127.0.0.1:6379/{11 - _XDIST_WORKER}"
+)
 PYTHON_VERSION = "3.11"
 OWNER_EMAIL = "owner@example.com"
 OWNER_PASSWORD = "the owner's end-to-end passphrase"
