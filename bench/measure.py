@@ -209,8 +209,9 @@ def upload_once(
     sampler = RssSampler(pid)
     sampler.start()
     started = time.perf_counter()
+    files = files_path(client, headers)
     response = client.post(
-        "/api/v1/files",
+        files,
         headers={**headers, "Content-Type": "multipart/form-data; boundary=bench"},
         content=multipart_stream("bench", size),
     )
@@ -222,7 +223,7 @@ def upload_once(
     status = "pending"
     while status == "pending":
         time.sleep(0.5)
-        status = client.get(f"/api/v1/files/{file_id}", headers=headers).json()["status"]
+        status = client.get(f"{files}/{file_id}", headers=headers).json()["status"]
     sampler.done.set()
     sampler.join()
     return sampler.peak, elapsed, status
@@ -471,10 +472,18 @@ ENDPOINTS = (
     ),
     (
         "files_list",
-        f"/api/v1/files?limit={LIST_SIZE}",
-        f"GET /api/v1/files?limit={LIST_SIZE} as the owner, {LIST_SIZE} files",
+        f"/api/v1/organizations/{{org}}/files?limit={LIST_SIZE}",
+        f"GET /api/v1/organizations/{{org_id}}/files?limit={LIST_SIZE} as its owner, {LIST_SIZE} files",
     ),
 )
+
+
+def files_path(client: httpx.Client, headers: dict[str, str]) -> str:
+    """The path of the files of the caller's first organization (a new account's own)."""
+    response = client.get("/api/v1/organizations", headers=headers)
+    response.raise_for_status()
+    return f"/api/v1/organizations/{response.json()['items'][0]['id']}/files"
+
 
 # Run in the app's environment: LIST_SIZE more accounts and LIST_SIZE files of the owner
 # (rows only: the list reads no file content), and the SQL statements each endpoint sends,
@@ -485,7 +494,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import event, select
 from app.core.config import get_settings
 from app.main import create_app
-from app.models import File, User
+from app.models import File, Membership, User
 
 size, token, paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 
@@ -494,9 +503,10 @@ async def main():
     async with app.router.lifespan_context(app):
         async with app.state.sessionmaker.begin() as session:
             owner = (await session.scalars(select(User))).one()
+            org = (await session.scalars(select(Membership.organization_id))).one()
             session.add_all(User(email=f"member{n}@example.com", hashed_password="x") for n in range(size))
             session.add_all(
-                File(owner_id=owner.id, object_key=f"uploads/{uuid.uuid4().hex}", original_name=f"notes-{n}.txt",
+                File(organization_id=org, owner_id=owner.id, object_key=f"uploads/{uuid.uuid4().hex}", original_name=f"notes-{n}.txt",
                      content_type="text/plain", size=n, checksum_sha256="0" * 64)
                 for n in range(size)
             )
@@ -551,7 +561,10 @@ def measure_throughput(project: Path) -> dict[str, Result]:
         api = running.start_api(quiet=True)
         with httpx.Client(base_url=running.url, timeout=30) as client:
             token = running.owner_token(client)
-        paths = [path for _name, path, _what in ENDPOINTS]
+            files = files_path(client, {"Authorization": f"Bearer {token}"})
+        org = files.removeprefix("/api/v1/organizations/").removesuffix("/files")
+        endpoints = [(name, path.format(org=org), what) for name, path, what in ENDPOINTS]
+        paths = [path for _name, path, _what in endpoints]
         # The measuring environment's Python: the counting client is httpx's.
         counted = subprocess.run(
             [sys.executable, "-c", SEED_AND_COUNT, str(LIST_SIZE), token, *paths],
@@ -564,7 +577,7 @@ def measure_throughput(project: Path) -> dict[str, Result]:
         if counted.returncode != 0:
             raise RuntimeError(f"seeding and counting statements failed:\n{counted.stderr}")
         statements = json.loads(counted.stdout)
-        for name, path, _what in ENDPOINTS:
+        for name, path, _what in endpoints:
             log(f"throughput: wrk, {CONNECTIONS} connections, GET {path} ...")
             figures[name] = wrk_load(
                 f"{running.url}{path}", api.pid, {"Authorization": f"Bearer {token}"}
@@ -715,9 +728,10 @@ def measure_worker(project: Path) -> dict[str, Result]:
                 headers = {"Authorization": f"Bearer {running.owner_token(client)}"}
                 content = b"\x89PNG\r\n\x1a\n" + os.urandom(WORKER_FILE_BYTES - 8)
                 file_ids = []
+                files = files_path(client, headers)
                 for number in range(20):
                     response = client.post(
-                        "/api/v1/files",
+                        files,
                         headers=headers,
                         files={"file": (f"bench-{number}.png", content, "image/png")},
                     )

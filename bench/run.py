@@ -275,7 +275,7 @@ README_ROWS = (
         "≥ 10 %",
     ),
     (
-        "GET /api/v1/files?limit=50 (50 files), same run",
+        "GET /api/v1/organizations/{org_id}/files?limit=50 (50 files), same run",
         (
             "{files_list_requests_per_second} req/s ({files_list_share_of_bare} %), p99 "
             "{files_list_p99} ms; {files_list_server_cpu_per_request} ms CPU; "

@@ -323,6 +323,11 @@ class Api:
         )
         return response
 
+    def files_path(self, token: str) -> str:
+        """The path of the files of the caller's first organization (a new account's own)."""
+        organizations = self.call("GET", "/api/v1/organizations", 200, token=token).json()
+        return f"/api/v1/organizations/{organizations['items'][0]['id']}/files"
+
     def login(self, email: str, password: str) -> dict[str, Any]:
         response = self.call(
             "POST", "/api/v1/auth/login", 200, data={"username": email, "password": password}

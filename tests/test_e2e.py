@@ -79,9 +79,11 @@ def test_the_user_journey(stack: Stack) -> None:
     assert registered["role"] == "member"
     assert (registered["is_active"], registered["is_verified"]) == (True, False)
     assert "hashed_password" not in registered
+    # The account has an organization of its own from the start.
+    files = api.files_path(pair["access_token"])
     refused = api.call(
         "POST",
-        "/api/v1/files",
+        files,
         403,
         token=pair["access_token"],
         files={"file": ("early.png", png_bytes(64), "image/png")},
@@ -123,7 +125,7 @@ def test_the_user_journey(stack: Stack) -> None:
     content = png_bytes(6 * 1024 * 1024 + 12345)  # over one 5 MiB part: a multipart upload
     uploaded = api.call(
         "POST",
-        "/api/v1/files",
+        files,
         201,
         token=access,
         files={"file": ("holiday photo.png", content, "application/octet-stream")},
@@ -136,19 +138,19 @@ def test_the_user_journey(stack: Stack) -> None:
     assert uploaded["status"] == "pending"
 
     def processed() -> dict[str, object] | None:
-        file = api.call("GET", f"/api/v1/files/{uploaded['id']}", 200, token=access).json()
+        file = api.call("GET", f"{files}/{uploaded['id']}", 200, token=access).json()
         return file if file["status"] != "pending" else None
 
     file = wait_until(processed, "the worker to process the upload")
     assert file["status"] == "ready", stack.log("worker")[-3000:]
     assert file["processed_at"] is not None
-    listed = api.call("GET", "/api/v1/files", 200, token=access).json()
+    listed = api.call("GET", files, 200, token=access).json()
     assert [item["id"] for item in listed["items"]] == [uploaded["id"]]
     assert listed["total"] == 1
 
     # Download: streamed from S3 through the API, with the same safety headers as a file
     # on local disk.
-    downloaded = api.call("GET", f"/api/v1/files/{uploaded['id']}/download", 200, token=access)
+    downloaded = api.call("GET", f"{files}/{uploaded['id']}/download", 200, token=access)
     assert downloaded.content == content
     assert downloaded.headers["Content-Type"] == "image/png"
     assert downloaded.headers["X-Content-Type-Options"] == "nosniff"

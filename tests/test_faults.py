@@ -79,7 +79,7 @@ def png(size: int) -> bytes:
 def upload(stack: Stack, token: str, content: bytes, expect: int) -> requests.Response:
     return stack.api.call(
         "POST",
-        "/api/v1/files",
+        stack.api.files_path(token),
         expect,
         token=token,
         files={"file": ("fault.png", content, "image/png")},
@@ -89,7 +89,7 @@ def upload(stack: Stack, token: str, content: bytes, expect: int) -> requests.Re
 def wait_processed(stack: Stack, token: str, file_id: str) -> dict[str, Any]:
     def processed() -> dict[str, Any] | None:
         file: dict[str, Any] = stack.api.call(
-            "GET", f"/api/v1/files/{file_id}", 200, token=token
+            "GET", f"{stack.api.files_path(token)}/{file_id}", 200, token=token
         ).json()
         return file if file["status"] != "pending" else None
 
@@ -98,12 +98,14 @@ def wait_processed(stack: Stack, token: str, file_id: str) -> dict[str, Any]:
 
 
 def download(stack: Stack, token: str, file_id: str) -> bytes:
-    response = stack.api.call("GET", f"/api/v1/files/{file_id}/download", 200, token=token)
+    path = f"{stack.api.files_path(token)}/{file_id}/download"
+    response = stack.api.call("GET", path, 200, token=token)
     return response.content
 
 
 def file_ids(stack: Stack, token: str) -> list[str]:
-    page = stack.api.call("GET", "/api/v1/files", 200, token=token, params={"limit": 100})
+    files = stack.api.files_path(token)
+    page = stack.api.call("GET", files, 200, token=token, params={"limit": 100})
     return [item["id"] for item in page.json()["items"]]
 
 
@@ -193,7 +195,7 @@ def test_s3_gone_answers_503_keeps_nothing_and_recovers(stack: Stack, owner: str
         assert_unavailable(refused, STORAGE_DOWN)
         # A download streams from the object store, so it waits for it too.
         unavailable = stack.api.call(
-            "GET", f"/api/v1/files/{kept['id']}/download", 503, token=owner
+            "GET", f"{stack.api.files_path(owner)}/{kept['id']}/download", 503, token=owner
         )
         assert unavailable.headers["Retry-After"]
         status, body = readiness(stack)
@@ -228,7 +230,8 @@ def test_a_file_job_that_meets_s3_gone_is_retried(stack: Stack, owner: str) -> N
             lambda: stack.log("worker").count("retries left") > failures,
             "the process_file job to fail while S3 is gone",
         )
-        file = stack.api.call("GET", f"/api/v1/files/{uploaded['id']}", 200, token=owner).json()
+        path = f"{stack.api.files_path(owner)}/{uploaded['id']}"
+        file = stack.api.call("GET", path, 200, token=owner).json()
         assert file["status"] == "pending"
     finally:
         stack.s3.open()

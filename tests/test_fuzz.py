@@ -97,5 +97,5 @@ def test_every_operation(stack: Stack, owner_headers: dict[str, str]) -> None:
             failures[operation.label] = exc
     # Every route of the app, health probes included, was reached.
     assert len(operations) >= 20, operations
-    assert "POST /api/v1/files" in operations
+    assert "POST /api/v1/organizations/{org_id}/files" in operations
     assert not failures, "\n\n".join(f"{label}:\n{error}" for label, error in failures.items())

@@ -44,7 +44,7 @@ MATRIX_TESTS = "backend/tests/test_authorization.py"
 OPENAPI_TESTS = "backend/tests/test_openapi.py"
 PYPROJECT = "backend/pyproject.toml"
 VERSIONS = "backend/alembic/versions"
-LAST_FILES_ROUTE = '    ("DELETE", "/api/v1/files/{file_id}"): '
+LAST_PLATFORM_ROUTE = '    ("GET", "/api/v1/organizations"): '
 
 
 def feature_model(name: str, table: str, column: str) -> str:
@@ -106,26 +106,28 @@ def add_feature(root: Path, name: str, table: str, package: str, call: str) -> N
         feature_routes(name, table, package, call), encoding="utf-8"
     )
     router = root / ROUTER
+    modules = ", ".join(sorted(["auth", "files", "organizations", "users", module]))
     replace_line(
         router,
-        "from app.api import auth, files, users",
-        f"from app.api import {', '.join(sorted(['auth', 'files', 'users', module]))}",
+        "from app.api import auth, files, organizations, users",
+        f"from app.api import {modules}",
     )
     with router.open("a", encoding="utf-8") as file:
         file.write(f"api_router.include_router({module}.router)\n")
     route = f'("GET", "/api/v1/{table}/count")'
-    last_id = '    ("GET", "/api/v1/files/{file_id}/download"): "files-download",'
+    download = "/api/v1/organizations/{org_id}/files/{file_id}/download"
+    last_id = f'    ("GET", "{download}"): "files-download",'
     replace_line(root / OPENAPI_TESTS, last_id, f'{last_id}\n    {route}: "{table}-count",')
     matrix = root / MATRIX_TESTS
     replace_line(
         matrix,
-        f"{LAST_FILES_ROUTE}nothing,",
-        f"{LAST_FILES_ROUTE}nothing,\n    {route}: nothing,",
+        f"{LAST_PLATFORM_ROUTE}nothing,",
+        f"{LAST_PLATFORM_ROUTE}nothing,\n    {route}: nothing,",
     )
     replace_line(
         matrix,
-        f"{LAST_FILES_ROUTE}(204, 204, 404, 401),",
-        f"{LAST_FILES_ROUTE}(204, 204, 404, 401),\n    {route}: (200, 200, 200, 401),",
+        f"{LAST_PLATFORM_ROUTE}(200, 200, 200, 401),",
+        f"{LAST_PLATFORM_ROUTE}(200, 200, 200, 401),\n    {route}: (200, 200, 200, 401),",
     )
 
 

@@ -88,9 +88,10 @@ def test_a_job_interrupted_by_a_killed_worker_runs_again_within_a_minute(stack: 
     try:
         stack.start_worker("worker-a", S3_ENDPOINT_URL=hanging.url)
         content = b"\x89PNG\r\n\x1a\n" + os.urandom(64 * 1024)
+        files = api.files_path(token)
         file_id = api.call(
             "POST",
-            "/api/v1/files",
+            files,
             201,
             token=token,
             files={"file": ("killed.png", content, "image/png")},
@@ -106,7 +107,7 @@ def test_a_job_interrupted_by_a_killed_worker_runs_again_within_a_minute(stack: 
         stack.start_worker("worker-b")
 
         def ready() -> bool:
-            file = api.call("GET", f"/api/v1/files/{file_id}", 200, token=token).json()
+            file = api.call("GET", f"{files}/{file_id}", 200, token=token).json()
             assert file["status"] != "failed", file
             return bool(file["status"] == "ready")
 
@@ -186,6 +187,7 @@ def test_an_api_killed_between_storing_an_upload_and_its_row_leaves_nothing_behi
     wait_until(lambda: requests.get(f"{doomed}/health", timeout=2).ok, "the second API")
     stack.start_worker("worker-e")
     before = bucket(stack, "objects")
+    files = stack.api.files_path(token)
     boundary = "doomed-boundary"
     halfway, resume = threading.Event(), threading.Event()
 
@@ -206,7 +208,7 @@ def test_an_api_killed_between_storing_an_upload_and_its_row_leaves_nothing_behi
     def send() -> None:
         try:
             requests.post(
-                f"{doomed}/api/v1/files",
+                f"{doomed}{files}",
                 data=body(),
                 headers={
                     "Authorization": f"Bearer {token}",
@@ -242,7 +244,7 @@ def test_an_api_killed_between_storing_an_upload_and_its_row_leaves_nothing_behi
     # grace (5 s here); an upload through the surviving API meanwhile is untouched.
     kept = stack.api.call(
         "POST",
-        "/api/v1/files",
+        files,
         201,
         token=token,
         files={"file": ("kept.png", b"\x89PNG\r\n\x1a\n" + os.urandom(50_000), "image/png")},
@@ -255,6 +257,6 @@ def test_an_api_killed_between_storing_an_upload_and_its_row_leaves_nothing_behi
     recovered = time.monotonic() - killed
     print(f"\nAPI killed with an object stored and no row -> object removed: {recovered:.1f} s")
     assert f"Object {orphan} belonged to no file; removed" in stack.log("worker-e")
-    file = stack.api.call("GET", f"/api/v1/files/{kept['id']}", 200, token=token).json()
+    file = stack.api.call("GET", f"{files}/{kept['id']}", 200, token=token).json()
     assert file["status"] == "ready"
-    assert stack.api.call("GET", f"/api/v1/files/{kept['id']}/download", 200, token=token).ok
+    assert stack.api.call("GET", f"{files}/{kept['id']}/download", 200, token=token).ok

@@ -38,6 +38,7 @@ from app.core.migrations import current_revision, head_revisions, upgrade_to_hea
 from app.core.rbac import Role
 from app.core.security import hash_password, password_problem
 from app.models import User
+from app.services import organization_service
 
 PASSWORD_VARIABLE = "OWNER_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # `owner`'s exit status when there is none: distinct from 1, which means an error.
@@ -100,14 +101,15 @@ async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
         problem = password_problem(password, email=email)
         if problem:
             raise CommandError(f"{problem} Nothing was changed.")
-        session.add(
-            User(
-                email=email,
-                hashed_password=await hash_password(password),
-                role=Role.OWNER,
-                is_verified=True,
-            )
+        owner = User(
+            email=email,
+            hashed_password=await hash_password(password),
+            role=Role.OWNER,
+            is_verified=True,
         )
+        session.add(owner)
+        await session.flush()
+        await organization_service.create_personal(session, owner)
         return f"Created the owner account {email}."
 
 

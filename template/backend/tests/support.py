@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.clock import utcnow
@@ -23,8 +23,8 @@ from app.core.config import Settings
 from app.core.rbac import Role
 from app.core.security import create_access_token, password_hash
 from app.main import create_app
-from app.models import Base, User
-from app.services import token_service
+from app.models import Base, Membership, User
+from app.services import organization_service, token_service
 
 PASSWORD = "correct horse battery staple"
 
@@ -119,6 +119,9 @@ async def add_user(
             is_verified=verified,
         )
         session.add(user)
+        await session.flush()
+        # As registering does.
+        await organization_service.create_personal(session, user)
         await session.commit()
         return user
 
@@ -155,6 +158,32 @@ def link_token(message: EmailMessage) -> str:
     return found.group(1)
 
 
+async def organization_of(app: FastAPI, user: User) -> uuid.UUID:
+    """The id of the user's first organization, read from the database."""
+    async with app.state.sessionmaker() as session:
+        found: uuid.UUID | None = await session.scalar(
+            select(Membership.organization_id)
+            .where(Membership.user_id == user.id)
+            .order_by(Membership.created_at)
+            .limit(1)
+        )
+    assert found is not None
+    return found
+
+
+async def organization_id(client: AsyncClient, headers: dict[str, str]) -> str:
+    """The id of the caller's first organization: the personal one, for a new account."""
+    response = await client.get("/api/v1/organizations", headers=headers)
+    assert response.status_code == 200, response.text
+    found: str = response.json()["items"][0]["id"]
+    return found
+
+
+async def files_path(client: AsyncClient, headers: dict[str, str]) -> str:
+    """The path of the caller's first organization's files."""
+    return f"/api/v1/organizations/{await organization_id(client, headers)}/files"
+
+
 async def upload(
     client: AsyncClient,
     headers: dict[str, str],
@@ -162,7 +191,9 @@ async def upload(
     name: str = "picture.png",
     declared: str = "image/png",
 ) -> Any:
-    """POST /files with one file, as a browser's form sends it."""
+    """POST one file to the caller's first organization, as a browser's form sends it."""
     return await client.post(
-        "/api/v1/files", headers=headers, files={"file": (name, content, declared)}
+        await files_path(client, headers),
+        headers=headers,
+        files={"file": (name, content, declared)},
     )

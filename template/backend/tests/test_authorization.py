@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import hashlib
 import itertools
 import logging
 import re
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import CurrentUser
 from app.core.config import Settings
 from app.core.rbac import Role
-from app.models import File, TokenPurpose, User
+from app.models import TokenPurpose, User
 from app.services import token_service, user_service
 from tests.support import PASSWORD, access_token, add_user, bearer, empty_tables, operations
 
@@ -50,8 +49,21 @@ PUBLIC_ROUTES = {
 }
 
 
+# The routes of one organization, which test_organizations.py's matrix covers.
+ORGANIZATION_PREFIX = "/api/v1/organizations/{org_id}"
+
+
 def served_routes(app: FastAPI) -> set[Route]:
     return set(operations(app))
+
+
+def platform_operations(app: FastAPI) -> dict[Route, dict[str, Any]]:
+    """The operations MATRIX covers: all but those of one organization."""
+    return {
+        route: operation
+        for route, operation in operations(app).items()
+        if not route[1].startswith(ORGANIZATION_PREFIX)
+    }
 
 
 def route_key(route: Route) -> str:
@@ -187,7 +199,6 @@ class World:
     refresh_token: str
     verify_token: str
     reset_token: str
-    file_id: uuid.UUID
 
 
 async def make_world(app: FastAPI, settings: Settings) -> World:
@@ -204,34 +215,13 @@ async def make_world(app: FastAPI, settings: Settings) -> World:
             )
             for purpose in TokenPurpose
         }
-    file_id = await store_file(app, target)
     return World(
         tokens={name: await access_token(app, settings, user.id) for name, user in people.items()},
         target=target,
         refresh_token=family.token,
         verify_token=one_time[TokenPurpose.VERIFY_EMAIL],
         reset_token=one_time[TokenPurpose.RESET_PASSWORD],
-        file_id=file_id,
     )
-
-
-async def store_file(app: FastAPI, owner: User) -> uuid.UUID:
-    """A file of `owner`'s, in storage and in the database, as an upload leaves it."""
-    content = b"quarterly numbers\n"
-    stored = File(
-        owner_id=owner.id,
-        object_key=f"uploads/{uuid.uuid4().hex}",
-        original_name="numbers.txt",
-        content_type="text/plain",
-        size=len(content),
-        checksum_sha256=hashlib.sha256(content).hexdigest(),
-    )
-    upload = await app.state.storage.start_upload(stored.object_key, stored.content_type)
-    await upload.write(content)
-    await upload.complete()
-    async with app.state.sessionmaker.begin() as session:
-        session.add(stored)
-    return stored.id
 
 
 # How each route is called in the matrix: (method, path, request arguments).
@@ -274,19 +264,15 @@ MATRIX_REQUESTS: dict[tuple[str, str], RequestMaker] = {
     ("POST", "/api/v1/users/{user_id}/deactivate"): nothing,
     ("POST", "/api/v1/users/{user_id}/activate"): nothing,
     ("DELETE", "/api/v1/users/{user_id}"): nothing,
-    ("POST", "/api/v1/files"): lambda world, actor: {
-        "files": {"file": ("notes.txt", b"meeting notes\n", "text/plain")}
-    },
-    ("GET", "/api/v1/files"): nothing,
-    ("GET", "/api/v1/files/{file_id}"): nothing,
-    ("GET", "/api/v1/files/{file_id}/download"): nothing,
-    ("DELETE", "/api/v1/files/{file_id}"): nothing,
+    ("POST", "/api/v1/organizations"): json_body(lambda w: {"name": "Acme"}),
+    ("GET", "/api/v1/organizations"): nothing,
 }
 
 ACTORS = ("owner", "admin", "member", "anonymous")
 
-# Expected status per actor, in the order of ACTORS, acting on a member's account and
-# that member's file.
+# Expected status per actor, in the order of ACTORS, acting on a member's account. The
+# routes of one organization (/api/v1/organizations/{org_id}/...) have their own matrix,
+# of roles in the organization, in test_organizations.py.
 # Add a row for every new route; the completeness test below insists, and gives the line.
 MATRIX: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/health"): (200, 200, 200, 200),
@@ -308,13 +294,8 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("POST", "/api/v1/users/{user_id}/deactivate"): (200, 200, 403, 401),
     ("POST", "/api/v1/users/{user_id}/activate"): (200, 200, 403, 401),
     ("DELETE", "/api/v1/users/{user_id}"): (204, 204, 403, 401),
-    # The file belongs to the member under management, not to the member acting: to
-    # them it does not exist.
-    ("POST", "/api/v1/files"): (201, 201, 201, 401),
-    ("GET", "/api/v1/files"): (200, 200, 200, 401),
-    ("GET", "/api/v1/files/{file_id}"): (200, 200, 404, 401),
-    ("GET", "/api/v1/files/{file_id}/download"): (200, 200, 404, 401),
-    ("DELETE", "/api/v1/files/{file_id}"): (204, 204, 404, 401),
+    ("POST", "/api/v1/organizations"): (201, 201, 201, 401),
+    ("GET", "/api/v1/organizations"): (200, 200, 200, 401),
 }
 
 CELLS = [
@@ -328,7 +309,6 @@ CELLS = [
 # nothing that exists.
 PATH_PARAMETERS: dict[str, Callable[[World], uuid.UUID]] = {
     "user_id": lambda world: world.target.id,
-    "file_id": lambda world: world.file_id,
 }
 
 
@@ -429,7 +409,7 @@ def unmatched_message(
 async def test_the_matrix_covers_every_route(
     app: FastAPI, client: AsyncClient, settings: Settings
 ) -> None:
-    routes = operations(app)
+    routes = platform_operations(app)
     served = set(routes)
     if set(MATRIX) != served or set(MATRIX_REQUESTS) != served:
         bodies = {route for route, operation in routes.items() if "requestBody" in operation}
@@ -500,53 +480,6 @@ async def test_authorization_matrix(
     world = await make_world(app, settings)
     response = await matrix_call(client, world, route, actor)
     assert response.status_code == expected, response.text
-
-
-# Whether one may act on someone else's file, by (the actor's role, the role of the
-# file's owner): the rule for accounts (rbac.manages). Everyone acts on their own.
-FILE_ACCESS: dict[tuple[Role, Role], bool] = {
-    (Role.OWNER, Role.OWNER): True,
-    (Role.OWNER, Role.ADMIN): True,
-    (Role.OWNER, Role.MEMBER): True,
-    (Role.ADMIN, Role.OWNER): False,
-    (Role.ADMIN, Role.ADMIN): False,
-    (Role.ADMIN, Role.MEMBER): True,
-    (Role.MEMBER, Role.OWNER): False,
-    (Role.MEMBER, Role.ADMIN): False,
-    (Role.MEMBER, Role.MEMBER): False,
-}
-
-
-@pytest.mark.parametrize(
-    ("actor_role", "holder_role"),
-    list(FILE_ACCESS),
-    ids=[f"{actor.value}-on-{holder.value}s-file" for actor, holder in FILE_ACCESS],
-)
-async def test_who_may_act_on_whose_file(
-    app: FastAPI, client: AsyncClient, settings: Settings, actor_role: Role, holder_role: Role
-) -> None:
-    actor = await add_user(app, "actor@example.com", actor_role)
-    holder = await add_user(app, "holder@example.com", holder_role)
-    path = f"/api/v1/files/{await store_file(app, holder)}"
-    allowed = FILE_ACCESS[actor_role, holder_role]
-    # A file one may not act on does not exist, whatever is asked of it.
-    assert await call_as(client, app, settings, actor, "GET", path) == (200 if allowed else 404)
-    download = await call_as(client, app, settings, actor, "GET", f"{path}/download")
-    assert download == (200 if allowed else 404)
-    assert await call_as(client, app, settings, actor, "DELETE", path) == (204 if allowed else 404)
-    assert await call_as(client, app, settings, holder, "GET", path) == (404 if allowed else 200)
-
-
-@pytest.mark.parametrize("role", list(Role))
-async def test_everyone_acts_on_their_own_files(
-    app: FastAPI, client: AsyncClient, settings: Settings, role: Role
-) -> None:
-    holder = await add_user(app, "holder@example.com", role)
-    path = f"/api/v1/files/{await store_file(app, holder)}"
-    assert await call_as(client, app, settings, holder, "GET", path) == 200
-    assert await call_as(client, app, settings, holder, "GET", f"{path}/download") == 200
-    assert await call_as(client, app, settings, holder, "DELETE", path) == 204
-    assert await call_as(client, app, settings, holder, "GET", path) == 404
 
 
 async def call_as(

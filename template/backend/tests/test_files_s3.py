@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.storage import PART_SIZE
 from app.models import File
 from app.services.s3_storage import S3Storage
-from tests.support import running_app, token_for, upload
+from tests.support import files_path, running_app, token_for, upload
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 
@@ -43,9 +43,13 @@ async def test_an_upload_lands_in_the_bucket_and_downloads_with_the_safety_heade
         response = await upload(client, headers, content)
         assert response.status_code == 201, response.text
         file_id = response.json()["id"]
-        file = (await client.get(f"/api/v1/files/{file_id}", headers=headers)).json()
+        file = (
+            await client.get(f"{await files_path(client, headers)}/{file_id}", headers=headers)
+        ).json()
         assert file["status"] == "ready"
-        download = await client.get(f"/api/v1/files/{file_id}/download", headers=headers)
+        download = await client.get(
+            f"{await files_path(client, headers)}/{file_id}/download", headers=headers
+        )
     # Streamed through the API, like a local file, and not a redirect to the bucket: S3
     # cannot send X-Content-Type-Options.
     assert download.status_code == 200
@@ -68,7 +72,9 @@ async def test_a_download_whose_object_is_gone_is_a_404(
         s3 = bucket_client(s3_settings)
         (item,) = s3.list_objects_v2(Bucket=s3_settings["S3_BUCKET"])["Contents"]
         s3.delete_object(Bucket=s3_settings["S3_BUCKET"], Key=item["Key"])
-        download = await client.get(f"/api/v1/files/{file_id}/download", headers=headers)
+        download = await client.get(
+            f"{await files_path(client, headers)}/{file_id}/download", headers=headers
+        )
     assert download.status_code == 404
     assert download.json()["error"]["message"] == "The file's content is gone."
 
@@ -83,7 +89,9 @@ async def test_a_download_while_storage_is_unreachable_is_a_503(
             update={**s3_settings, "S3_ENDPOINT_URL": "http://127.0.0.1:1"}
         )
         app.state.storage = S3Storage(unreachable, s3_settings["S3_BUCKET"])
-        download = await client.get(f"/api/v1/files/{file_id}/download", headers=headers)
+        download = await client.get(
+            f"{await files_path(client, headers)}/{file_id}/download", headers=headers
+        )
     assert download.status_code == 503
     assert "File storage is unavailable" in download.json()["error"]["message"]
     assert download.headers["Retry-After"] == "30"
@@ -101,10 +109,16 @@ async def test_a_large_upload_goes_up_in_parts(
         response = await upload(client, headers, content)
         assert response.status_code == 201, response.text
         assert response.json()["checksum_sha256"] == hashlib.sha256(content).hexdigest()
-        file = (await client.get(f"/api/v1/files/{response.json()['id']}", headers=headers)).json()
+        file = (
+            await client.get(
+                f"{await files_path(client, headers)}/{response.json()['id']}", headers=headers
+            )
+        ).json()
         assert file["status"] == "ready"
         # It comes back in storage's read chunks, whole.
-        download = await client.get(f"/api/v1/files/{file['id']}/download", headers=headers)
+        download = await client.get(
+            f"{await files_path(client, headers)}/{file['id']}/download", headers=headers
+        )
         assert download.status_code == 200
         assert download.headers["content-length"] == str(len(content))
         assert hashlib.sha256(download.content).hexdigest() == file["checksum_sha256"]
@@ -124,7 +138,9 @@ async def test_twenty_parallel_uploads_all_land_intact(
         assert [response.status_code for response in responses] == [201] * 20
         for response, content in zip(responses, contents, strict=True):
             file = (
-                await client.get(f"/api/v1/files/{response.json()['id']}", headers=headers)
+                await client.get(
+                    f"{await files_path(client, headers)}/{response.json()['id']}", headers=headers
+                )
             ).json()
             assert file["status"] == "ready"
             assert file["checksum_sha256"] == hashlib.sha256(content).hexdigest()

@@ -33,7 +33,7 @@ from app.core.config import Environment, Settings
 from app.core.http import API_CSP, DOCS_CSP, MAX_HEADER_LINE_BYTES
 from app.core.logging import LOG_FORMAT, EscapingFormatter
 from tests.servers import BACKEND_DIR, api_server, settings_env
-from tests.support import PASSWORD, running_app, token_for
+from tests.support import PASSWORD, files_path, running_app, token_for
 
 REGISTER = "/api/v1/auth/register"
 EXPECTED_HEADERS = {
@@ -113,10 +113,12 @@ async def test_the_download_keeps_its_sandboxing_policy(
 ) -> None:
     ada = await token_for(app, settings, "ada@example.com")
     uploaded = await client.post(
-        "/api/v1/files", headers=ada, files={"file": ("p.png", PNG, "image/png")}
+        await files_path(client, ada), headers=ada, files={"file": ("p.png", PNG, "image/png")}
     )
     assert uploaded.status_code == 201, uploaded.text
-    download = await client.get(f"/api/v1/files/{uploaded.json()['id']}/download", headers=ada)
+    download = await client.get(
+        f"{await files_path(client, ada)}/{uploaded.json()['id']}/download", headers=ada
+    )
     assert download.status_code == 200
     [policy] = download.headers.get_list("content-security-policy")
     assert "sandbox" in policy
@@ -251,7 +253,9 @@ async def test_uploads_are_left_to_their_own_limit(settings: Settings) -> None:
     async with running_app(settings, MAX_REQUEST_BODY_BYTES=1024) as (app, client):
         ada = await token_for(app, settings, "ada@example.com")
         response = await client.post(
-            "/api/v1/files", headers=ada, files={"file": ("p.png", PNG, "image/png")}
+            await files_path(client, ada),
+            headers=ada,
+            files={"file": ("p.png", PNG, "image/png")},
         )
         assert len(PNG) > 1024
         assert response.status_code == 201, response.text

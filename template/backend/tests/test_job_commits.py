@@ -1,5 +1,6 @@
 """A job follows the transaction it depends on: it is queued only once that transaction
-has committed, never for a registration, reset or password change that was rolled back,
+has committed, never for a registration, reset, password change or organization deletion
+that was rolled back,
 and a request whose job cannot be queued is refused before anything is saved."""
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from app.core.config import Settings
 from app.core.queue import EMAIL_QUEUE, JobQueue, QueueUnavailableError
 from app.models import TokenPurpose, User
 from app.services import token_service
-from tests.support import PASSWORD, add_user, messages_to, running_app, token_for
+from tests.support import (
+    PASSWORD,
+    add_user,
+    messages_to,
+    organization_id,
+    running_app,
+    stored_files,
+    token_for,
+    upload,
+)
 
 NEW_PASSWORD = "a quite different passphrase 7"
 ROUTES = ["register", "register-taken", "reset", "change-password"]
@@ -150,10 +160,39 @@ async def test_redis_failing_just_after_the_commit_leaves_the_answer_and_logs_th
     assert "Job send_email verify_email to new@example.com not queued after its" in caplog.text
 
 
+@pytest.mark.parametrize("commit_fails", [False, True], ids=["commits", "commit-fails"])
+async def test_an_organization_whose_deletion_rolled_back_keeps_its_objects(
+    settings: Settings, commit_fails: bool
+) -> None:
+    async with running_app(settings) as (app, client):
+        headers = await token_for(app, settings, "ada@example.com")
+        organization = await organization_id(client, headers)
+        before = stored_files(settings)
+        uploaded = await upload(client, headers, b"\x89PNG\r\n\x1a\n" + bytes(64))
+        assert uploaded.status_code == 201, uploaded.text
+        (stored,) = stored_files(settings) - before
+        with commits_fail(app, commit_fails):
+            response = await client.delete(f"/api/v1/organizations/{organization}", headers=headers)
+        kept = await client.get(f"/api/v1/organizations/{organization}/files", headers=headers)
+    if commit_fails:
+        assert response.status_code == 503, response.text
+        assert kept.json()["total"] == 1
+        assert stored.exists()
+    else:
+        assert response.status_code == 204, response.text
+        assert kept.status_code == 404
+        assert not stored.exists()
+
+
 # Routes that enqueue outside a transaction: request-verify and request-reset read nothing
 # (the job looks the address up), and an upload commits its row before it enqueues.
 ENQUEUE_OUTSIDE_A_TRANSACTION = {"auth.request_verify", "auth.request_reset", "files.upload_file"}
-TESTED_ABOVE = {"auth.register", "auth.reset", "auth.change_password"}
+TESTED_ABOVE = {
+    "auth.register",
+    "auth.reset",
+    "auth.change_password",
+    "organizations.delete_organization",
+}
 
 
 def api_routes(routes: Sequence[Any]) -> Iterator[APIRoute]:

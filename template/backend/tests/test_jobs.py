@@ -19,7 +19,7 @@ from app.core.queue import EMAIL_QUEUE
 from app.models import File, User
 from app.services.email_service import deliver_email
 from tests.servers import BACKEND_DIR, Mailbox, run_worker, settings_env, start_worker
-from tests.support import PASSWORD, link_token, running_app, stored_files, token_for
+from tests.support import PASSWORD, files_path, link_token, running_app, stored_files, token_for
 
 REFUSED_REDIS_URL = "redis://127.0.0.1:1/0"
 
@@ -99,13 +99,19 @@ async def test_the_worker_marks_an_uploaded_file_ready(
     async with running_app(settings, REDIS_URL=redis_url, **s3_settings) as (app, client):
         headers = await token_for(app, settings, "ada@example.com")
         response = await client.post(
-            "/api/v1/files", headers=headers, files={"file": ("a.png", content, "image/png")}
+            await files_path(client, headers),
+            headers=headers,
+            files={"file": ("a.png", content, "image/png")},
         )
         assert response.status_code == 201
         assert response.json()["status"] == "pending"
         worker = run_worker(app.state.settings)
         assert f"File {response.json()['id']} ready: 5008 bytes" in worker.stderr
-        file = (await client.get(f"/api/v1/files/{response.json()['id']}", headers=headers)).json()
+        file = (
+            await client.get(
+                f"{await files_path(client, headers)}/{response.json()['id']}", headers=headers
+            )
+        ).json()
         assert file["status"] == "ready"
 
 
@@ -125,7 +131,9 @@ async def test_with_redis_unreachable_the_api_serves_and_enqueuing_is_a_503(
         headers = await token_for(app, settings, "bob@example.com")
         stored_before = stored_files(settings)
         upload = await client.post(
-            "/api/v1/files", headers=headers, files={"file": ("n.txt", b"notes\n", "text/plain")}
+            await files_path(client, headers),
+            headers=headers,
+            files={"file": ("n.txt", b"notes\n", "text/plain")},
         )
         assert upload.status_code == 503
         assert await count(app, File) == 0

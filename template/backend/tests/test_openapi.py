@@ -36,13 +36,25 @@ OPERATION_IDS = {
     ("PUT", "/api/v1/users/{user_id}/role"): "users-change-role",
     ("POST", "/api/v1/users/{user_id}/deactivate"): "users-deactivate",
     ("POST", "/api/v1/users/{user_id}/activate"): "users-activate",
-    ("POST", "/api/v1/files"): "files-upload",
-    ("GET", "/api/v1/files"): "files-list",
-    ("GET", "/api/v1/files/{file_id}"): "files-read",
-    ("DELETE", "/api/v1/files/{file_id}"): "files-delete",
-    ("GET", "/api/v1/files/{file_id}/download"): "files-download",
+    ("POST", "/api/v1/organizations"): "organizations-create",
+    ("GET", "/api/v1/organizations"): "organizations-list",
+    ("GET", "/api/v1/organizations/{org_id}"): "organizations-read",
+    ("PATCH", "/api/v1/organizations/{org_id}"): "organizations-rename",
+    ("DELETE", "/api/v1/organizations/{org_id}"): "organizations-delete",
+    ("GET", "/api/v1/organizations/{org_id}/members"): "organizations-list-members",
+    ("PUT", "/api/v1/organizations/{org_id}/members/{user_id}/role"): (
+        "organizations-change-member-role"
+    ),
+    ("DELETE", "/api/v1/organizations/{org_id}/members/{user_id}"): "organizations-remove-member",
+    ("POST", "/api/v1/organizations/{org_id}/leave"): "organizations-leave",
+    ("POST", "/api/v1/organizations/{org_id}/files"): "files-upload",
+    ("GET", "/api/v1/organizations/{org_id}/files"): "files-list",
+    ("GET", "/api/v1/organizations/{org_id}/files/{file_id}"): "files-read",
+    ("DELETE", "/api/v1/organizations/{org_id}/files/{file_id}"): "files-delete",
+    ("GET", "/api/v1/organizations/{org_id}/files/{file_id}/download"): "files-download",
 }
 ENVELOPE = {"$ref": "#/components/schemas/ErrorResponse"}
+FILES = "/api/v1/organizations/{org_id}/files"
 
 
 def statuses(app: FastAPI, method: str, path: str) -> set[str]:
@@ -106,8 +118,8 @@ def test_each_dependency_adds_the_statuses_it_can_answer(app: FastAPI) -> None:
     # Activating cannot take away the last owner, so it cannot answer 409.
     assert "409" in statuses(app, "POST", "/api/v1/users/{user_id}/deactivate")
     assert "409" not in statuses(app, "POST", "/api/v1/users/{user_id}/activate")
-    assert {"413", "415", "503"} <= statuses(app, "POST", "/api/v1/files")
-    assert "Retry-After" in operations(app)[("GET", "/api/v1/files")]["responses"]["503"]["headers"]
+    assert {"413", "415", "503"} <= statuses(app, "POST", FILES)
+    assert "Retry-After" in operations(app)[("GET", FILES)]["responses"]["503"]["headers"]
 
 
 async def test_the_answers_to_anonymous_and_malformed_requests_are_documented(

@@ -13,14 +13,17 @@ from httpx import AsyncClient
 from app.api.deps import MAX_OFFSET
 from app.core.config import Settings
 from app.core.rbac import Role
-from tests.support import token_for
+from tests.support import organization_id, token_for
 
 
-@pytest.mark.parametrize("path", ["/api/v1/users", "/api/v1/files"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/users", "/api/v1/organizations", "{org}/files", "{org}/members"]
+)
 async def test_offsets_up_to_the_largest_the_database_takes(
     path: str, app: FastAPI, client: AsyncClient, settings: Settings
 ) -> None:
     headers = await token_for(app, settings, "owner@example.com", role=Role.OWNER)
+    path = path.format(org=f"/api/v1/organizations/{await organization_id(client, headers)}")
     last = await client.get(path, params={"offset": MAX_OFFSET}, headers=headers)
     assert last.status_code == 200, last.text
     assert last.json()["items"] == []

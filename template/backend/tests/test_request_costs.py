@@ -21,8 +21,8 @@ from app.api.deps import SessionDep
 from app.core.config import Settings
 from app.core.db import ReadOnlyTransactionError
 from app.core.rbac import Role
-from app.models import File, User
-from tests.support import access_token, add_user, bearer
+from app.models import File, Membership, User
+from tests.support import access_token, add_user, bearer, organization_of
 
 PAGE_SIZES = (1, 10, 50)
 
@@ -70,9 +70,11 @@ async def test_the_file_list_costs_the_same_statements_for_any_page_size(
     app: FastAPI, client: AsyncClient, settings: Settings
 ) -> None:
     owner = await add_user(app, "owner@example.com", Role.OWNER)
+    organization = await organization_of(app, owner)
     async with app.state.sessionmaker.begin() as session:
         session.add_all(
             File(
+                organization_id=organization,
                 owner_id=owner.id,
                 object_key=f"uploads/{uuid.uuid4().hex}",
                 original_name=f"notes-{number}.txt",
@@ -83,7 +85,28 @@ async def test_the_file_list_costs_the_same_statements_for_any_page_size(
             for number in range(max(PAGE_SIZES))
         )
     headers = bearer(await access_token(app, settings, owner.id))
-    counts = await statements_per_page(app, client, "/api/v1/files", headers)
+    path = f"/api/v1/organizations/{organization}/files"
+    counts = await statements_per_page(app, client, path, headers)
+    assert len(set(counts.values())) == 1, counts
+
+
+async def test_the_member_list_costs_the_same_statements_for_any_page_size(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    owner = await add_user(app, "owner@example.com")
+    organization = await organization_of(app, owner)
+    async with app.state.sessionmaker.begin() as session:
+        for number in range(max(PAGE_SIZES)):
+            member = User(email=f"member{number}@example.com", hashed_password="x")
+            session.add(member)
+            await session.flush()
+            session.add(
+                Membership(organization_id=organization, user_id=member.id, role=Role.MEMBER)
+            )
+    headers = bearer(await access_token(app, settings, owner.id))
+    counts = await statements_per_page(
+        app, client, f"/api/v1/organizations/{organization}/members", headers
+    )
     assert len(set(counts.values())) == 1, counts
 
 

@@ -21,7 +21,7 @@ from app.core.storage import KEY_PREFIX, PART_SIZE, ObjectMissingError, Storage
 from app.models import File
 from app.services.file_service import Sweep, sweep_storage
 from app.services.storage_service import LocalStorage
-from tests.support import add_user, running_app, token_for, upload
+from tests.support import add_user, files_path, organization_of, running_app, token_for, upload
 
 GRACE = timedelta(minutes=10)
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
@@ -75,8 +75,10 @@ async def test_what_cut_short_uploads_and_deletes_left_is_removed_after_the_grac
         assert kept.status_code == 201, kept.text
         orphan = await store(storage, PNG_HEADER + b"no row")
         owner = await add_user(app, "gone@example.com")
+        organization = await organization_of(app, owner)
         async with app.state.sessionmaker.begin() as session:
             lost = File(
+                organization_id=organization,
                 owner_id=owner.id,
                 object_key=f"{KEY_PREFIX}{uuid.uuid4()}",
                 original_name="lost.png",
@@ -103,10 +105,12 @@ async def test_what_cut_short_uploads_and_deletes_left_is_removed_after_the_grac
             remaining = (await session.execute(select(File.id, File.object_key))).all()
         assert [str(file_id) for file_id, _ in remaining] == [kept.json()["id"]]
         assert exists(storage, remaining[0].object_key)
-        download = await client.get(f"/api/v1/files/{kept.json()['id']}/download", headers=headers)
+        download = await client.get(
+            f"{await files_path(client, headers)}/{kept.json()['id']}/download", headers=headers
+        )
         assert download.status_code == 200
         assert download.content == PNG_HEADER + b"kept"
-        listed = await client.get(f"/api/v1/files/{lost.id}", headers=headers)
+        listed = await client.get(f"{await files_path(client, headers)}/{lost.id}", headers=headers)
         assert listed.status_code == 404
         # Nothing is left to do.
         assert await sweep(app, storage, later=timedelta(days=2)) == Sweep(0, 0, 0)
@@ -149,7 +153,7 @@ async def test_an_upload_in_progress_survives_a_sweep_that_counts_everything_as_
 
         response, swept = await asyncio.gather(
             client.post(
-                "/api/v1/files",
+                await files_path(client, headers),
                 headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
                 content=body(),
             ),
@@ -158,7 +162,7 @@ async def test_an_upload_in_progress_survives_a_sweep_that_counts_everything_as_
         assert swept == Sweep(0, 0, 0)
         assert response.status_code == 201, response.text
         download = await client.get(
-            f"/api/v1/files/{response.json()['id']}/download", headers=headers
+            f"{await files_path(client, headers)}/{response.json()['id']}/download", headers=headers
         )
         assert download.status_code == 200
         assert download.content == content

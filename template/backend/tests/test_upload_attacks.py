@@ -11,7 +11,7 @@ from httpx import AsyncClient
 
 from app.core.config import Settings
 from app.services.file_types import EXTENSIONS, detect_content_type
-from tests.support import running_app, token_for
+from tests.support import files_path, running_app, token_for
 from tests.support import upload as upload_file
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -32,7 +32,9 @@ def upload(client: AsyncClient, headers: dict[str, str], content: bytes, **optio
 
 
 async def total_files(client: AsyncClient, headers: dict[str, str]) -> int:
-    total: int = (await client.get("/api/v1/files", headers=headers)).json()["total"]
+    total: int = (await client.get(await files_path(client, headers), headers=headers)).json()[
+        "total"
+    ]
     return total
 
 
@@ -148,7 +150,7 @@ async def test_markup_split_across_chunks_is_found(
     # The first piece alone decides the type; the markup straddles the next two.
     pieces = [LONG_TEXT + b"tail " + markup[:cut], markup[cut:] + b" and the rest\n"]
     response = await client.post(
-        "/api/v1/files",
+        await files_path(client, ada),
         headers={**ada, "Content-Type": f"multipart/form-data; boundary={boundary}"},
         content=in_pieces(pieces, boundary),
     )
@@ -191,7 +193,9 @@ async def test_the_stored_name_agrees_with_the_content(
     response = await upload(client, ada, content, name=name, declared="application/x-php")
     assert response.status_code == 201, response.text
     assert response.json()["original_name"] == stored
-    download = await client.get(f"/api/v1/files/{response.json()['id']}/download", headers=ada)
+    download = await client.get(
+        f"{await files_path(client, ada)}/{response.json()['id']}/download", headers=ada
+    )
     assert download.status_code == 200
     assert download.headers["content-disposition"].startswith(f'attachment; filename="{stored}"')
 
@@ -217,7 +221,7 @@ async def test_markup_allowed_by_configuration_is_kept_as_such_and_sandboxed(
         assert response.json()["content_type"] == "text/html"
         assert response.json()["original_name"] == "page.html"
         download = await client.get(
-            f"/api/v1/files/{response.json()['id']}/download", headers=headers
+            f"{await files_path(client, headers)}/{response.json()['id']}/download", headers=headers
         )
     assert download.content == page
     assert download.headers["content-type"].startswith("text/html")

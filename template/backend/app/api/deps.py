@@ -9,11 +9,16 @@ app/core/rbac.py):
 or, to use the user in the route:
 
     AdminUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.OWNER))]
+
+Routes under /organizations/{org_id} are guarded by the caller's role in that
+organization with `require_org_roles`, or its aliases `OrgMember`, `OrgManager` (owners
+and admins) and `OrgOwner`.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
@@ -30,9 +35,9 @@ from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.rbac import Role
 from app.core.security import InvalidTokenError, decode_access_token
 from app.core.storage import Storage, StorageUnavailableError
-from app.models import User
+from app.models import OrgAccess, User
 from app.schemas.common import Paging
-from app.services import user_service
+from app.services import organization_service, user_service
 
 logger = logging.getLogger("app.auth")
 
@@ -178,6 +183,42 @@ def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
         return user
 
     return dependency
+
+
+class OrgRoleRequiredError(AppError):
+    """The user's role in the organization does not allow the action."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__("Your role in this organization does not allow this action.")
+
+
+def require_org_roles(*roles: Role) -> Callable[..., Awaitable[OrgAccess]]:
+    """A dependency that resolves the organization named by the path's `org_id` and lets
+    through its members holding one of `roles` (every member, when none is given).
+
+    Membership and role are read from the database on every request. It fails closed:
+    to someone who is not a member the organization does not exist (404, whether or
+    not it does), and a member without the role gets 403.
+
+        Admins = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN))]
+    """
+    allowed = frozenset(roles or Role)
+
+    @raises(organization_service.access, OrgRoleRequiredError)
+    async def dependency(org_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> OrgAccess:
+        access = await organization_service.access(session, user, org_id)
+        if access.role not in allowed:
+            raise OrgRoleRequiredError
+        return access
+
+    return dependency
+
+
+OrgMember = Annotated[OrgAccess, Depends(require_org_roles())]
+OrgManager = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN))]
+OrgOwner = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER))]
 
 
 # OFFSET is a 64-bit integer in PostgreSQL and SQLite: a larger one is refused with a 422

@@ -1,6 +1,7 @@
-"""Uploads: POST a multipart form with a `file` field; the file streams into storage,
-and the process_file job checks it and marks it ready. Who may act on which file is
-decided in services/file_service.py.
+"""An organization's files. Uploads: POST a multipart form with a `file` field; the file
+streams into storage, and the process_file job checks it and marks it ready. Every
+member of the organization sees its files; who may delete which is decided in
+services/file_service.py.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from app.api.deps import (
-    CurrentUser,
     JobsDep,
+    OrgMember,
     PagingDep,
     SessionDep,
     SettingsDep,
     StorageDep,
-    VerifiedUser,
+    get_verified_user,
 )
 from app.core.errors import raises
 from app.models import File
@@ -27,7 +28,7 @@ from app.schemas.file import FileOut, FilePage
 from app.services import file_service
 from app.services.upload_service import FILE_FIELD
 
-router = APIRouter(prefix="/files", tags=["files"])
+router = APIRouter(prefix="/organizations/{org_id}/files", tags=["files"])
 
 # The route reads the body itself, to stream it; this tells /docs what to send.
 UPLOAD_BODY = {
@@ -51,11 +52,13 @@ UPLOAD_BODY = {
     status_code=status.HTTP_201_CREATED,
     response_model=FileOut,
     openapi_extra=UPLOAD_BODY,
+    # Uploading takes a verified email address.
+    dependencies=[Depends(get_verified_user)],
 )
 @raises(file_service.upload)
 async def upload_file(
     request: Request,
-    user: VerifiedUser,
+    member: OrgMember,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
@@ -66,7 +69,7 @@ async def upload_file(
         jobs,
         storage,
         settings,
-        user,
+        member,
         request.stream(),
         content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
@@ -74,15 +77,17 @@ async def upload_file(
 
 
 @router.get("", response_model=FilePage)
-async def list_files(user: CurrentUser, session: SessionDep, paging: PagingDep) -> FilePage:
-    """The signed-in user's own files, newest first."""
-    files, total = await file_service.list_own(session, user, paging.limit, paging.offset)
+async def list_files(member: OrgMember, session: SessionDep, paging: PagingDep) -> FilePage:
+    """The organization's files, newest first."""
+    files, total = await file_service.list_in(
+        session, member.organization, paging.limit, paging.offset
+    )
     return FilePage.of(files, total, paging)
 
 
 @raises(file_service.visible_file)
-async def get_visible_file(file_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> File:
-    return await file_service.visible_file(session, user, file_id)
+async def get_visible_file(file_id: uuid.UUID, member: OrgMember, session: SessionDep) -> File:
+    return await file_service.visible_file(session, member, file_id)
 
 
 VisibleFile = Annotated[File, Depends(get_visible_file)]
@@ -145,5 +150,7 @@ async def download_file(
 
 @router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT)
 @raises(file_service.delete)
-async def delete_file(file: VisibleFile, session: SessionDep, storage: StorageDep) -> None:
-    await file_service.delete(session, storage, file)
+async def delete_file(
+    file: VisibleFile, member: OrgMember, session: SessionDep, storage: StorageDep
+) -> None:
+    await file_service.delete(session, storage, member, file)

@@ -80,7 +80,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    # Writers queue for the lock (see _sqlite_begin); on a busy machine a queue of them
+    # can take seconds to pass, which beats "database is locked".
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
     # The driver's own implicit BEGIN is turned off; _sqlite_begin takes over.
     dbapi_connection.isolation_level = None

@@ -12,6 +12,8 @@ class FileOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    organization_id: uuid.UUID
+    # Who uploaded it.
     owner_id: uuid.UUID
     original_name: str
     content_type: str

@@ -32,7 +32,7 @@ from app.core.security import (
 )
 from app.models import TokenPurpose, User
 from app.models.user import EMAIL_MAX_LENGTH
-from app.services import account_service, token_service, user_service
+from app.services import account_service, organization_service, token_service, user_service
 from app.services.account_service import find_user
 from app.services.email_service import send_email_job
 
@@ -163,6 +163,7 @@ async def register(
             await jobs.enqueue(send_email_job(notice))
         logger.info("Registration for an existing address refused")
         return
+    await organization_service.create_personal(session, user)
     message = await account_service.verification_email(session, user, settings)
     await jobs.enqueue(send_email_job(message))
 

@@ -1,8 +1,10 @@
 """Files: who sees which, uploading, downloading, deleting, and the job that checks them.
 
-Whose files one may act on follows the rule for accounts (rbac.manages): owners act on
-everyone's, admins on members' and their own, members on their own. To anyone else a
-file does not exist (404, not 403, so ids of other people's files reveal nothing).
+A file belongs to an organization, and every lookup is scoped to it: every member sees
+the organization's files, and to anyone else a file does not exist (404, not 403, so ids
+of other organizations' files reveal nothing). Deleting one follows the rule for
+accounts (rbac.manages) within the organization: owners delete anyone's, admins their
+own and members', members their own.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import utcnow
 from app.core.config import Settings
-from app.core.errors import NotFoundError, raises
+from app.core.errors import AppError, NotFoundError, raises
 from app.core.job_runtime import JobRuntime, job_runtime
 from app.core.queue import JobCall, Jobs, QueueUnavailableError, final_attempt
-from app.core.rbac import manages
+from app.core.rbac import Role, manages
 from app.core.storage import ObjectMissingError, Storage, StorageUnavailableError
-from app.models import File, FileStatus, User
+from app.models import File, FileStatus, Membership, OrgAccess, Organization
 from app.services.storage_service import create_storage
 from app.services.upload_service import (
     MalformedUploadError,
@@ -44,31 +46,32 @@ logger = logging.getLogger(__name__)
 NO_SUCH_FILE = "No such file."
 
 
-async def list_own(
-    session: AsyncSession, owner: User, limit: int, offset: int
+class FilePolicyError(AppError):
+    """The caller sees the file but may not delete it."""
+
+    status_code = 403
+
+
+async def list_in(
+    session: AsyncSession, organization: Organization, limit: int, offset: int
 ) -> tuple[Sequence[File], int]:
-    """A page of the user's own files, newest first, and how many there are."""
-    mine = select(File).where(File.owner_id == owner.id)
+    """A page of the organization's files, newest first, and how many there are."""
+    theirs = select(File).where(File.organization_id == organization.id)
     files = await session.scalars(
-        mine.order_by(File.created_at.desc(), File.id).limit(limit).offset(offset)
+        theirs.order_by(File.created_at.desc(), File.id).limit(limit).offset(offset)
     )
-    total = await session.scalar(select(func.count()).select_from(mine.subquery()))
+    total = await session.scalar(select(func.count()).select_from(theirs.subquery()))
     return files.all(), total or 0
 
 
 @raises(NotFoundError)
-async def visible_file(session: AsyncSession, user: User, file_id: uuid.UUID) -> File:
-    """The file, if `user` may act on it; NotFoundError otherwise, as for no file."""
-    # The owner's role comes with the file, in one query.
-    found = (
-        await session.execute(
-            select(File, User.role).join(User, User.id == File.owner_id).where(File.id == file_id)
-        )
-    ).one_or_none()
-    if found is None:
-        raise NotFoundError(NO_SUCH_FILE)
-    file, owner_role = found
-    if file.owner_id != user.id and not manages(user.role, owner_role):
+async def visible_file(session: AsyncSession, member: OrgAccess, file_id: uuid.UUID) -> File:
+    """The file, if it belongs to the member's organization; NotFoundError otherwise, as
+    for no file."""
+    file = await session.scalar(
+        select(File).where(File.id == file_id, File.organization_id == member.organization.id)
+    )
+    if file is None:
         raise NotFoundError(NO_SUCH_FILE)
     return file
 
@@ -85,13 +88,14 @@ async def upload(
     jobs: Jobs,
     storage: Storage,
     settings: Settings,
-    owner: User,
+    uploader: OrgAccess,
     body: AsyncIterator[bytes],
     *,
     content_type: str | None,
     content_length: str | None,
 ) -> File:
-    """Stream a multipart body into storage, record the file, and queue its check."""
+    """Stream a multipart body into storage, record the file in the uploader's
+    organization, and queue its check."""
     # Nothing is written until the body is in; ending the transaction that loading the
     # user began frees the connection (and SQLite's write lock) for the upload's length.
     await session.commit()
@@ -104,7 +108,9 @@ async def upload(
         limit=settings.MAX_UPLOAD_BYTES,
         allowed_types=settings.ALLOWED_UPLOAD_TYPES,
     )
-    file = File(owner_id=owner.id, **asdict(stored))
+    file = File(
+        organization_id=uploader.organization.id, owner_id=uploader.user.id, **asdict(stored)
+    )
     session.add(file)
     # The job reads the row, so the row must be committed before the job can start.
     await session.commit()
@@ -116,7 +122,13 @@ async def upload(
         await session.commit()
         await storage.delete(file.object_key)
         raise
-    logger.info("File %s uploaded by user %s: %d bytes", file.id, owner.id, file.size)
+    logger.info(
+        "File %s uploaded by user %s into organization %s: %d bytes",
+        file.id,
+        uploader.user.id,
+        uploader.organization.id,
+        file.size,
+    )
     return file
 
 
@@ -135,13 +147,62 @@ async def content(session: AsyncSession, storage: Storage, file: File) -> Iterat
     return itertools.chain((first,), chunks)
 
 
-@raises(StorageUnavailableError)
-async def delete(session: AsyncSession, storage: Storage, file: File) -> None:
+@raises(FilePolicyError, StorageUnavailableError)
+async def delete(session: AsyncSession, storage: Storage, actor: OrgAccess, file: File) -> None:
+    if file.owner_id != actor.user.id:
+        # An uploader who has left the organization counts as a member.
+        uploader_role = await session.scalar(
+            select(Membership.role).where(
+                Membership.organization_id == file.organization_id,
+                Membership.user_id == file.owner_id,
+            )
+        )
+        if not manages(actor.role, uploader_role or Role.MEMBER):
+            raise FilePolicyError(
+                "You may delete your own files; ask an admin of the organization."
+            )
     # The object goes first: if storage fails, the row stays and the delete can be
     # tried again, rather than leaving an object nothing refers to.
     await storage.delete(file.object_key)
     await session.delete(file)
-    logger.info("File %s deleted", file.id)
+    logger.info("File %s deleted by user %s", file.id, actor.user.id)
+
+
+# Object keys per removal job: a large organization's files go in several jobs, none of
+# them too big for the queue or too long for the job timeout.
+KEYS_PER_JOB = 500
+
+
+async def remove_objects_of(session: AsyncSession, jobs: Jobs, organization_id: uuid.UUID) -> None:
+    """Queue the removal of the organization's objects, to run once its deletion commits."""
+    keys = (
+        await session.scalars(
+            select(File.object_key).where(File.organization_id == organization_id)
+        )
+    ).all()
+    for start in range(0, len(keys), KEYS_PER_JOB):
+        await jobs.enqueue(remove_objects_job(keys[start : start + KEYS_PER_JOB]))
+
+
+def remove_objects(keys: list[str]) -> None:
+    """The job: remove objects whose files are gone. Removing one twice is harmless."""
+    runtime = job_runtime()
+    storage = job_storage(runtime)
+    if storage is None:
+        return
+    runtime.run(_remove_objects(storage, keys))
+
+
+async def _remove_objects(storage: Storage, keys: list[str]) -> None:
+    for key in keys:
+        await storage.delete(key)
+    logger.info("Removed %d objects of deleted files", len(keys))
+
+
+def remove_objects_job(keys: Sequence[str]) -> JobCall:
+    return JobCall(
+        remove_objects, (list(keys),), description=f"remove_objects ({len(keys)} objects)"
+    )
 
 
 def process_file(file_id: str) -> None:

@@ -19,7 +19,7 @@ from app.core.errors import AppError, NotFoundError, raises
 from app.core.rbac import Role, manages
 from app.core.security import hash_password
 from app.models import RefreshTokenFamily, TokenPurpose, User
-from app.services import token_service
+from app.services import organization_service, token_service
 
 logger = logging.getLogger("app.auth")
 
@@ -148,10 +148,11 @@ async def set_active(session: AsyncSession, actor: User, target: User, *, active
     )
 
 
-@raises(PolicyError, LastOwnerError)
+@raises(PolicyError, LastOwnerError, organization_service.release_user)
 async def delete_user(session: AsyncSession, actor: User, target: User) -> None:
     _check_authority(actor, target)
     await _guard_last_owner(session, target)
+    await organization_service.release_user(session, target)
     await session.delete(target)
     await session.flush()
     logger.info("User %s deleted by user %s", target.id, actor.id)

@@ -1,0 +1,56 @@
+"""Organizations and who belongs to them.
+
+A membership carries the member's role in that organization (the same owner, admin and
+member names as the platform role on `User`, which is about running the service, not
+about any one customer's data).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.core.clock import utcnow
+from app.core.rbac import Role
+from app.models.base import Base, string_enum
+from app.models.user import User
+
+ORGANIZATION_NAME_MAX_LENGTH = 120
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(ORGANIZATION_NAME_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[Role] = mapped_column(string_enum(Role, "membership_role"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Loaded only when a query asks for it (organization_service does, with joinedload):
+    # a lazy load in async code would be a hidden query, and fails.
+    user: Mapped[User] = relationship(lazy="raise")
+
+
+@dataclass(frozen=True)
+class OrgAccess:
+    """Who acts on an organization, and with which role in it, as a request's guard
+    (`require_org_roles`) found it in the database."""
+
+    organization: Organization
+    role: Role
+    user: User

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel
+
+from app.core.rbac import Role
+from app.models import Membership, Organization
+from app.schemas.auth import DisplayName, StrictBody
+from app.schemas.common import Page, UtcDatetime
+
+
+def _stripped(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("the name must have a character other than a space")
+    return value
+
+
+# As a person's name is (at most 120 characters, none a control character), and not
+# blank; the spaces around it are dropped.
+OrganizationName = Annotated[DisplayName, AfterValidator(_stripped)]
+
+
+class OrganizationIn(StrictBody):
+    name: OrganizationName
+
+
+class OrganizationOut(BaseModel):
+    """An organization, with the caller's role in it."""
+
+    id: uuid.UUID
+    name: str
+    created_at: UtcDatetime
+    role: Role
+
+    @classmethod
+    def of(cls, organization: Organization, role: Role) -> OrganizationOut:
+        return cls(
+            id=organization.id,
+            name=organization.name,
+            created_at=organization.created_at,
+            role=role,
+        )
+
+
+class OrganizationPage(Page):
+    items: list[OrganizationOut]
+
+
+class MemberOut(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    full_name: str | None
+    role: Role
+    joined_at: UtcDatetime
+
+    @classmethod
+    def of(cls, membership: Membership) -> MemberOut:
+        """The member, from a membership loaded with its user."""
+        user = membership.user
+        return cls(
+            user_id=user.id,
+            email=user.email,
+            full_name=user.full_name,
+            role=membership.role,
+            joined_at=membership.created_at,
+        )
+
+
+class MemberPage(Page):
+    items: list[MemberOut]
