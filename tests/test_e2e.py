@@ -177,6 +177,56 @@ def test_the_user_journey(stack: Stack) -> None:
         (email, "admin"),
     ]
 
+    # Alice invites Bob into her organization; the invitation goes out by the worker.
+    organization = files.removeprefix("/api/v1/organizations/").removesuffix("/files")
+    bob, bob_password = "bob@example.com", "Bob's own passphrase for the journey"
+    invited = api.call(
+        "POST",
+        f"/api/v1/organizations/{organization}/invitations",
+        201,
+        token=access,
+        json={"email": bob, "role": "member"},
+    ).json()
+    assert (invited["email"], invited["role"]) == (bob, "member")
+    (invitation,) = mailbox.wait_for(bob)
+    assert invitation["Subject"].startswith("You are invited to join")
+    invitation_token = link_token(invitation, "accept-invitation")
+    # Bob has no account yet: he registers, confirms his address, then opens the link.
+    api.call("POST", "/api/v1/auth/register", 202, json={"email": bob, "password": bob_password})
+    arrived = mailbox.wait_for(bob, count=2)
+    (verification,) = [m for m in arrived if m["Subject"] == "Confirm your email address"]
+    verify_token = link_token(verification, "verify-email")
+    api.call("POST", "/api/v1/auth/verify", 204, json={"token": verify_token})
+    bob_access = api.login(bob, bob_password)["access_token"]
+    joined = api.call(
+        "POST",
+        "/api/v1/invitations/accept",
+        200,
+        token=bob_access,
+        json={"token": invitation_token},
+    ).json()
+    assert (joined["id"], joined["role"]) == (organization, "member")
+    # Bob uploads into the shared organization; Alice sees his file beside hers.
+    shared = api.call(
+        "POST",
+        files,
+        201,
+        token=bob_access,
+        files={"file": ("minutes.txt", b"Minutes of the meeting.\n", "text/plain")},
+    ).json()
+    listing = api.call("GET", files, 200, token=access).json()
+    assert {item["id"] for item in listing["items"]} == {uploaded["id"], shared["id"]}
+    # Bob may read Alice's file but, a member, not delete it.
+    api.call("GET", f"{files}/{uploaded['id']}/download", 200, token=bob_access)
+    api.call("DELETE", f"{files}/{uploaded['id']}", 403, token=bob_access)
+    api.call(
+        "POST",
+        "/api/v1/invitations/accept",
+        400,
+        token=bob_access,
+        json={"token": invitation_token},
+    )
+
     # Logout ends this login: its refresh token is spent, whoever holds it.
     api.call("POST", "/api/v1/auth/logout", 204, json={"refresh_token": session["refresh_token"]})
     ended = api.call(

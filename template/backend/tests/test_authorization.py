@@ -266,6 +266,7 @@ MATRIX_REQUESTS: dict[tuple[str, str], RequestMaker] = {
     ("DELETE", "/api/v1/users/{user_id}"): nothing,
     ("POST", "/api/v1/organizations"): json_body(lambda w: {"name": "Acme"}),
     ("GET", "/api/v1/organizations"): nothing,
+    ("POST", "/api/v1/invitations/accept"): json_body(lambda w: {"token": "no such token"}),
 }
 
 ACTORS = ("owner", "admin", "member", "anonymous")
@@ -296,6 +297,8 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("DELETE", "/api/v1/users/{user_id}"): (204, 204, 403, 401),
     ("POST", "/api/v1/organizations"): (201, 201, 201, 401),
     ("GET", "/api/v1/organizations"): (200, 200, 200, 401),
+    # Every real acceptance is in test_invitations.py; here, a token of no invitation.
+    ("POST", "/api/v1/invitations/accept"): (400, 400, 400, 401),
 }
 
 CELLS = [

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.core.clock import utcnow
 from app.core.config import Environment, Settings
 from app.core.migrations import alembic_config
 from app.core.rbac import Role
 from app.main import create_app
-from app.models import User
+from app.models import File, Membership, Organization, User
 
 
 def test_migrations_round_trip_without_drift(make_database: Callable[[], str]) -> None:
@@ -27,6 +33,88 @@ def test_migrations_round_trip_without_drift(make_database: Callable[[], str]) -
     command.downgrade(config, "base")
     command.upgrade(config, "head")
     command.check(config)
+
+
+# The tables as revision 0003 left them, as far as these tests write them.
+USERS_0003 = sa.table(
+    "users", sa.column("id", sa.Uuid()), sa.column("email"), sa.column("hashed_password")
+)
+FILES_0003 = sa.table(
+    "files",
+    *(sa.column(name) for name in ("object_key", "original_name", "content_type", "size")),
+    sa.column("id", sa.Uuid()),
+    sa.column("owner_id", sa.Uuid()),
+    sa.column("checksum_sha256"),
+    sa.column("status"),
+    sa.column("created_at", sa.DateTime(timezone=True)),
+)
+
+
+async def _insert_accounts_of_0003(
+    url: str, accounts: dict[uuid.UUID, str], file_id: uuid.UUID
+) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                USERS_0003.insert(),
+                [
+                    {"id": id_, "email": email, "hashed_password": "x"}
+                    for id_, email in accounts.items()
+                ],
+            )
+            await connection.execute(
+                FILES_0003.insert().values(
+                    id=file_id,
+                    owner_id=next(iter(accounts)),
+                    object_key="uploads/a",
+                    original_name="a.txt",
+                    content_type="text/plain",
+                    size=1,
+                    checksum_sha256="0" * 64,
+                    status="ready",
+                    created_at=utcnow(),
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _memberships_and_file(url: str, file_id: uuid.UUID) -> tuple[list[Any], uuid.UUID]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(
+                    Membership.user_id, Membership.role, Organization.name, Organization.id
+                ).join(Organization, Organization.id == Membership.organization_id)
+            )
+            organization = await connection.scalar(
+                select(File.organization_id).where(File.id == file_id)
+            )
+            memberships = list(rows)
+    finally:
+        await engine.dispose()
+    assert organization is not None
+    return memberships, organization
+
+
+def test_accounts_and_files_of_before_organizations_move_into_personal_ones(
+    make_database: Callable[[], str],
+) -> None:
+    url = make_database()
+    config = alembic_config(url)
+    command.upgrade(config, "0003")
+    ada, bob, file_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    accounts = {ada: "ada@example.com", bob: "bob@example.com"}
+    asyncio.run(_insert_accounts_of_0003(url, accounts, file_id))
+    command.upgrade(config, "head")
+    memberships, organization = asyncio.run(_memberships_and_file(url, file_id))
+    by_user = {row.user_id: row for row in memberships}
+    assert set(by_user) == {ada, bob}
+    assert {row.role for row in memberships} == {Role.OWNER}
+    assert by_user[ada].name == "ada's organization"
+    assert organization == by_user[ada].id
 
 
 async def test_a_new_user_gets_the_documented_defaults(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import uuid
 from html.parser import HTMLParser
 
 import pytest
@@ -13,11 +14,12 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app.core.config import Environment, Settings
+from app.models import User
 from app.services.account_service import link_base
 from app.services.email_service import ConsoleBackend, Email, build_message
-from tests.support import login, messages_to, register, running_app, text_body
+from tests.support import PASSWORD, login, messages_to, register, running_app, text_body
 
-PAGES = ["/dev/verify-email", "/dev/reset-password"]
+PAGES = ["/dev/verify-email", "/dev/reset-password", "/dev/accept-invitation"]
 
 
 class Page(HTMLParser):
@@ -121,6 +123,52 @@ async def test_a_password_reset_is_finished_from_the_link_the_console_shows(
     answer = await client.post(str(page.form["data-action"]), json=body)
     assert answer.status_code == 204, answer.text
     await login(client, "ada@example.com", new_password)
+
+
+async def test_an_invitation_is_accepted_from_the_link_the_console_shows(
+    app: FastAPI, client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = await register(client, "owner@example.com")
+    tokens = await login(client, "owner@example.com")
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    await verify_directly(app, owner["id"])
+    organization = (await client.get("/api/v1/organizations", headers=headers)).json()["items"][0]
+    await register(client, "grace@example.com")
+    grace = (await login(client, "grace@example.com"))["access_token"]
+    me = (await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {grace}"})).json()
+    await verify_directly(app, me["id"])
+    caplog.set_level(logging.INFO, logger="app")
+    invited = await client.post(
+        f"/api/v1/organizations/{organization['id']}/invitations",
+        json={"email": "grace@example.com"},
+        headers=headers,
+    )
+    assert invited.status_code == 201, invited.text
+    subject = f"You are invited to join {organization['name']}"
+    link = console_link(caplog, subject, "grace@example.com")
+    assert link.startswith("http://127.0.0.1:8000/dev/accept-invitation#token=")
+    path, _, fragment = link.removeprefix("http://127.0.0.1:8000").partition("#")
+    page = await open_page(client, path)
+    assert page.inputs == ["username", "password"]
+    # What the page's script does: sign in with the form, then send the token.
+    signed_in = await client.post(
+        str(page.form["data-login"]),
+        data={"username": "grace@example.com", "password": PASSWORD},
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    answer = await client.post(
+        str(page.form["data-action"]),
+        json={"token": fragment.removeprefix("token=")},
+        headers={"Authorization": f"Bearer {signed_in.json()['access_token']}"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == organization["id"]
+
+
+async def verify_directly(app: FastAPI, user_id: str) -> None:
+    async with app.state.sessionmaker.begin() as session:
+        user = await session.get_one(User, uuid.UUID(user_id))
+        user.is_verified = True
 
 
 async def test_the_pages_are_served_but_not_in_the_api_document(

@@ -26,9 +26,12 @@ from app.models import TokenPurpose, User
 from app.services import token_service
 from tests.support import (
     PASSWORD,
+    access_token,
     add_user,
+    bearer,
     messages_to,
     organization_id,
+    organization_of,
     running_app,
     stored_files,
     token_for,
@@ -36,7 +39,7 @@ from tests.support import (
 )
 
 NEW_PASSWORD = "a quite different passphrase 7"
-ROUTES = ["register", "register-taken", "reset", "change-password"]
+ROUTES = ["register", "register-taken", "reset", "change-password", "invite"]
 
 
 async def request_for(route: str, app: FastAPI, settings: Settings) -> dict[str, Any]:
@@ -63,6 +66,13 @@ async def request_for(route: str, app: FastAPI, settings: Settings) -> dict[str,
                 email=user.email,
             )
         return {"url": "/api/v1/auth/reset", "json": {"token": token, "new_password": NEW_PASSWORD}}
+    if route == "invite":
+        owner = await add_user(app, "owner@example.com")
+        return {
+            "url": f"/api/v1/organizations/{await organization_of(app, owner)}/invitations",
+            "headers": bearer(await access_token(app, settings, owner.id)),
+            "json": {"email": "invited@example.com"},
+        }
     headers = await token_for(app, settings, "change@example.com")
     return {
         "url": "/api/v1/auth/change-password",
@@ -192,6 +202,7 @@ TESTED_ABOVE = {
     "auth.reset",
     "auth.change_password",
     "organizations.delete_organization",
+    "organizations.invite",
 }
 
 

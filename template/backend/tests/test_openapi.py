@@ -47,6 +47,12 @@ OPERATION_IDS = {
     ),
     ("DELETE", "/api/v1/organizations/{org_id}/members/{user_id}"): "organizations-remove-member",
     ("POST", "/api/v1/organizations/{org_id}/leave"): "organizations-leave",
+    ("POST", "/api/v1/organizations/{org_id}/invitations"): "organizations-invite",
+    ("GET", "/api/v1/organizations/{org_id}/invitations"): "organizations-list-invitations",
+    ("DELETE", "/api/v1/organizations/{org_id}/invitations/{invitation_id}"): (
+        "organizations-revoke-invitation"
+    ),
+    ("POST", "/api/v1/invitations/accept"): "organizations-accept-invitation",
     ("POST", "/api/v1/organizations/{org_id}/files"): "files-upload",
     ("GET", "/api/v1/organizations/{org_id}/files"): "files-list",
     ("GET", "/api/v1/organizations/{org_id}/files/{file_id}"): "files-read",

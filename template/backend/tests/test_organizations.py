@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
 import pytest
@@ -16,10 +17,12 @@ from fastapi import FastAPI
 from httpx import AsyncClient, Response
 from sqlalchemy import func, select
 
+from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.queue import JobCall, Jobs
 from app.core.rbac import Role
-from app.models import File, Membership, Organization, User
+from app.core.security import digest, new_opaque_token
+from app.models import File, Invitation, Membership, Organization, User
 from app.services import file_service
 from tests.support import (
     access_token,
@@ -44,6 +47,7 @@ class World:
     organization: uuid.UUID
     target: User
     file_id: uuid.UUID
+    invitation_id: uuid.UUID
     tokens: dict[str, str]
 
 
@@ -82,10 +86,20 @@ async def make_world(app: FastAPI, settings: Settings) -> World:
     target = await add_user(app, "target@example.com")
     await join(app, organization, target, Role.MEMBER)
     people["outsider"] = await add_user(app, "outsider@example.com")
+    async with app.state.sessionmaker.begin() as session:
+        invitation = Invitation(
+            organization_id=organization,
+            email="invited@example.com",
+            role=Role.MEMBER,
+            token_hash=digest(new_opaque_token()),
+            expires_at=utcnow() + timedelta(days=1),
+        )
+        session.add(invitation)
     return World(
         organization=organization,
         target=target,
         file_id=await store_file(app, organization, target),
+        invitation_id=invitation.id,
         tokens={name: await access_token(app, settings, user.id) for name, user in people.items()},
     )
 
@@ -103,6 +117,7 @@ ORG_REQUESTS: dict[Route, RequestMaker] = {
     ("POST", f"{ORG}/files"): lambda world: {
         "files": {"file": ("notes.txt", b"meeting notes\n", "text/plain")}
     },
+    ("POST", f"{ORG}/invitations"): lambda world: {"json": {"email": "new@example.com"}},
 }
 
 # Expected status per actor, in the order of ACTORS, acting on the organization, on its
@@ -123,6 +138,9 @@ ORG_MATRIX: dict[Route, tuple[int, int, int, int, int]] = {
     ("GET", f"{ORG}/files/{{file_id}}/download"): (200, 200, 200, 404, 401),
     # The file is the target's, a member's: the acting member may read it, not delete it.
     ("DELETE", f"{ORG}/files/{{file_id}}"): (204, 204, 403, 404, 401),
+    ("POST", f"{ORG}/invitations"): (201, 201, 403, 404, 401),
+    ("GET", f"{ORG}/invitations"): (200, 200, 403, 404, 401),
+    ("DELETE", f"{ORG}/invitations/{{invitation_id}}"): (204, 204, 403, 404, 401),
 }
 
 CELLS = [
@@ -135,6 +153,7 @@ PATH_PARAMETERS: dict[str, Callable[[World], uuid.UUID]] = {
     "org_id": lambda world: world.organization,
     "user_id": lambda world: world.target.id,
     "file_id": lambda world: world.file_id,
+    "invitation_id": lambda world: world.invitation_id,
 }
 
 

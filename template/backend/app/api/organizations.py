@@ -18,12 +18,20 @@ from app.api.deps import (
     OrgOwner,
     PagingDep,
     SessionDep,
+    SettingsDep,
+    ThrottleDep,
     VerifiedUser,
+    get_verified_user,
 )
 from app.core.errors import raises
+from app.core.rate_limit import RateLimitedError
 from app.core.rbac import Role
-from app.models import Membership
+from app.models import Invitation, Membership, Organization
 from app.schemas.organization import (
+    AcceptIn,
+    InvitationIn,
+    InvitationOut,
+    InvitationPage,
     MemberOut,
     MemberPage,
     OrganizationIn,
@@ -31,7 +39,7 @@ from app.schemas.organization import (
     OrganizationPage,
 )
 from app.schemas.user import RoleIn
-from app.services import organization_service
+from app.services import invitation_service, organization_service
 
 router = APIRouter(prefix="/organizations", tags=["organizations"])
 
@@ -119,3 +127,61 @@ async def remove_member(manager: OrgManager, target: TargetMember, session: Sess
 async def leave_organization(member: OrgMember, session: SessionDep) -> None:
     """Leave the organization; its last owner cannot, before making another owner."""
     await organization_service.leave(session, member)
+
+
+@router.post(
+    "/{org_id}/invitations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InvitationOut,
+    # Each invitation is an email sent in the inviter's name.
+    dependencies=[Depends(get_verified_user)],
+)
+@raises(invitation_service.invite, RateLimitedError)
+async def invite(
+    body: InvitationIn,
+    manager: OrgManager,
+    session: SessionDep,
+    settings: SettingsDep,
+    throttle: ThrottleDep,
+    jobs: JobsDep,
+) -> Invitation:
+    """Invite an address with a role (admins invite members only); inviting it again
+    replaces the pending invitation. The link goes to the address by email."""
+    await throttle.hit(settings.INVITATION_LIMIT_PER_INVITER, "invitation", str(manager.user.id))
+    return await invitation_service.invite(
+        session, jobs, settings, manager, email=body.email, role=body.role
+    )
+
+
+@router.get("/{org_id}/invitations", response_model=InvitationPage)
+async def list_invitations(
+    manager: OrgManager, session: SessionDep, paging: PagingDep
+) -> InvitationPage:
+    """The organization's pending invitations, newest first."""
+    rows, total = await invitation_service.list_pending(
+        session, manager.organization, paging.limit, paging.offset
+    )
+    return InvitationPage.of(rows, total, paging)
+
+
+@router.delete("/{org_id}/invitations/{invitation_id}", status_code=status.HTTP_204_NO_CONTENT)
+@raises(invitation_service.revoke)
+async def revoke_invitation(
+    invitation_id: uuid.UUID, manager: OrgManager, session: SessionDep
+) -> None:
+    await invitation_service.revoke(session, manager, invitation_id)
+
+
+invitations = APIRouter(prefix="/invitations", tags=["organizations"])
+
+
+@invitations.post("/accept", response_model=OrganizationOut)
+@raises(invitation_service.accept)
+async def accept_invitation(
+    body: AcceptIn, user: VerifiedUser, session: SessionDep
+) -> OrganizationOut:
+    """Join the organization of the invitation, with its role: the signed-in account's
+    address must be the invited one, and verified."""
+    membership = await invitation_service.accept(session, user, body.token)
+    organization = await session.get_one(Organization, membership.organization_id)
+    return OrganizationOut.of(organization, membership.role)

@@ -2,6 +2,7 @@
 
 from app.models.base import Base
 from app.models.file import File, FileStatus
+from app.models.invitation import Invitation
 from app.models.organization import Membership, OrgAccess, Organization
 from app.models.token import OneTimeToken, RefreshToken, RefreshTokenFamily, TokenPurpose
 from app.models.user import User
@@ -10,6 +11,7 @@ __all__ = [
     "Base",
     "File",
     "FileStatus",
+    "Invitation",
     "Membership",
     "OneTimeToken",
     "OrgAccess",

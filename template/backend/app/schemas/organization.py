@@ -3,11 +3,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.rbac import Role
 from app.models import Membership, Organization
-from app.schemas.auth import DisplayName, StrictBody
+from app.schemas.auth import DisplayName, EmailAddress, StrictBody
 from app.schemas.common import Page, UtcDatetime
 
 
@@ -71,3 +71,29 @@ class MemberOut(BaseModel):
 
 class MemberPage(Page):
     items: list[MemberOut]
+
+
+class InvitationIn(StrictBody):
+    email: EmailAddress
+    role: Role = Role.MEMBER
+
+
+class InvitationOut(BaseModel):
+    """A pending invitation; its token went to the address only, by email."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    role: Role
+    invited_by: uuid.UUID | None
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+
+
+class InvitationPage(Page):
+    items: list[InvitationOut]
+
+
+class AcceptIn(StrictBody):
+    token: str = Field(min_length=1, max_length=256)

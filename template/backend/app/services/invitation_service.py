@@ -1,0 +1,205 @@
+"""Invitations into an organization: sending, listing, revoking and accepting them.
+
+An invitation is bound to its organization, an email address and a role; its token is
+256 random bits, mailed in a link and stored only as a digest; it is used once, expires
+after INVITATION_TOKEN_DAYS, and inviting the same address again replaces it. Owners
+invite with any role, admins members only (granting admin is an owner's decision).
+Accepting takes a signed-in, verified account with the invited address, so a person
+without an account registers first and then opens the same link.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import as_utc, utcnow
+from app.core.config import Settings
+from app.core.errors import AppError, NotFoundError, raises
+from app.core.queue import Jobs, QueueUnavailableError
+from app.core.rbac import Role, manages
+from app.core.security import digest, new_opaque_token
+from app.models import Invitation, Membership, OrgAccess, Organization, User
+from app.services.account_service import link_base
+from app.services.email_service import Email, send_email_job
+
+logger = logging.getLogger("app.organizations")
+
+ACCEPT_PAGE = "accept-invitation"
+INVALID_INVITATION = "This invitation is not valid: it was used, revoked or replaced."
+
+
+class InvitationPolicyError(AppError):
+    """An invitation the inviter's role does not allow."""
+
+    status_code = 403
+
+
+class AlreadyMemberError(AppError):
+    status_code = 409
+
+
+class InvalidInvitationError(AppError):
+    """The token matches no pending invitation, or that invitation has expired."""
+
+    status_code = 400
+
+
+class WrongInviteeError(AppError):
+    """The invitation is for another address than the signed-in account's."""
+
+    status_code = 403
+
+
+@raises(InvitationPolicyError, AlreadyMemberError, QueueUnavailableError)
+async def invite(
+    session: AsyncSession,
+    jobs: Jobs,
+    settings: Settings,
+    inviter: OrgAccess,
+    *,
+    email: str,
+    role: Role,
+) -> Invitation:
+    """Invite `email` into the inviter's organization with `role`, replacing a pending
+    invitation of the same address, and mail it the link."""
+    if role is not Role.MEMBER and inviter.role is not Role.OWNER:
+        raise InvitationPolicyError("Admins invite members only; ask an owner.")
+    organization = inviter.organization
+    member = await session.scalar(
+        select(Membership.user_id)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.organization_id == organization.id, User.email == email)
+    )
+    if member is not None:
+        raise AlreadyMemberError(f"{email} is a member of this organization already.")
+    token = new_opaque_token()
+    invitation = Invitation(
+        organization_id=organization.id,
+        email=email,
+        role=role,
+        token_hash=digest(token),
+        invited_by=inviter.user.id,
+        expires_at=utcnow() + timedelta(days=settings.INVITATION_TOKEN_DAYS),
+    )
+    await _replace_pending(session, invitation)
+    await jobs.enqueue(
+        send_email_job(_invitation_email(invitation, organization, inviter.user, token, settings))
+    )
+    logger.info(
+        "Invitation %s into organization %s as %s sent by user %s",
+        invitation.id,
+        organization.id,
+        role.value,
+        inviter.user.id,
+    )
+    return invitation
+
+
+async def _replace_pending(session: AsyncSession, invitation: Invitation) -> None:
+    # One pending invitation per organization and address (a unique constraint): the
+    # new one replaces the old. Two invitations of one address racing each other: the
+    # second insert meets the first's row and replaces it in turn.
+    for _attempt in range(2):
+        try:
+            async with session.begin_nested():
+                await session.execute(
+                    delete(Invitation).where(
+                        Invitation.organization_id == invitation.organization_id,
+                        Invitation.email == invitation.email,
+                    )
+                )
+                session.add(invitation)
+            return
+        except IntegrityError:
+            continue
+    raise AlreadyMemberError("Another invitation of this address is being sent; try again.")
+
+
+def _invitation_email(
+    invitation: Invitation,
+    organization: Organization,
+    inviter: User,
+    token: str,
+    settings: Settings,
+) -> Email:
+    return Email(
+        to=invitation.email,
+        template="invitation",
+        subject=f"You are invited to join {organization.name}",
+        context={
+            "organization": organization.name,
+            "inviter": inviter.full_name or inviter.email,
+            "role": invitation.role.value,
+            "valid_days": settings.INVITATION_TOKEN_DAYS,
+            "link": f"{link_base(settings)}/{ACCEPT_PAGE}#token={token}",
+        },
+    )
+
+
+async def list_pending(
+    session: AsyncSession, organization: Organization, limit: int, offset: int
+) -> tuple[Sequence[Invitation], int]:
+    """A page of the organization's pending invitations, newest first."""
+    pending = select(Invitation).where(Invitation.organization_id == organization.id)
+    rows = await session.scalars(
+        pending.order_by(Invitation.created_at.desc(), Invitation.id).limit(limit).offset(offset)
+    )
+    total = await session.scalar(select(func.count()).select_from(pending.subquery()))
+    return rows.all(), total or 0
+
+
+@raises(NotFoundError, InvitationPolicyError)
+async def revoke(session: AsyncSession, actor: OrgAccess, invitation_id: uuid.UUID) -> None:
+    invitation = await session.scalar(
+        select(Invitation).where(
+            Invitation.id == invitation_id,
+            Invitation.organization_id == actor.organization.id,
+        )
+    )
+    if invitation is None:
+        raise NotFoundError("No such invitation.")
+    if not manages(actor.role, invitation.role):
+        raise InvitationPolicyError("Admins revoke invitations of members only; ask an owner.")
+    await session.delete(invitation)
+    await session.flush()
+    logger.info("Invitation %s revoked by user %s", invitation.id, actor.user.id)
+
+
+@raises(InvalidInvitationError, WrongInviteeError, AlreadyMemberError)
+async def accept(session: AsyncSession, user: User, token: str) -> Membership:
+    """Make `user` a member with the invitation's role, spending the invitation."""
+    invitation = await session.scalar(
+        select(Invitation).where(Invitation.token_hash == digest(token)).with_for_update()
+    )
+    if invitation is None:
+        raise InvalidInvitationError(INVALID_INVITATION)
+    if as_utc(invitation.expires_at) <= utcnow():
+        raise InvalidInvitationError("This invitation has expired; ask for a new one.")
+    if invitation.email != user.email:
+        raise WrongInviteeError(
+            "This invitation is for another email address; sign in with that one."
+        )
+    existing = await session.get(Membership, (invitation.organization_id, user.id))
+    if existing is not None:
+        raise AlreadyMemberError("You are a member of this organization already.")
+    membership = Membership(
+        organization_id=invitation.organization_id, user_id=user.id, role=invitation.role
+    )
+    session.add(membership)
+    await session.delete(invitation)
+    await session.flush()
+    logger.info(
+        "Invitation %s accepted by user %s: member of organization %s as %s",
+        invitation.id,
+        user.id,
+        invitation.organization_id,
+        invitation.role.value,
+    )
+    return membership
