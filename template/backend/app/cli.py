@@ -38,7 +38,6 @@ from app.core.migrations import current_revision, head_revisions, upgrade_to_hea
 from app.core.rbac import Role
 from app.core.security import hash_password, password_problem
 from app.models import User
-from app.services import organization_service
 
 PASSWORD_VARIABLE = "OWNER_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # `owner`'s exit status when there is none: distinct from 1, which means an error.
@@ -109,6 +108,9 @@ async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
         )
         session.add(owner)
         await session.flush()
+        # Imported here, as in sweep(): organizations bring the file service with them.
+        from app.services import organization_service
+
         await organization_service.create_personal(session, owner)
         return f"Created the owner account {email}."
 

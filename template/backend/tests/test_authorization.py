@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import jwt
 import pytest
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import CurrentUser
 from app.core.config import Settings
+from app.core.queue import Jobs
 from app.core.rbac import Role
 from app.models import TokenPurpose, User
 from app.services import token_service, user_service
@@ -587,7 +588,9 @@ LAST_OWNER_ACTIONS: dict[str, Callable[[AsyncSession, User, User], Awaitable[Non
     "deactivate": lambda session, actor, target: user_service.set_active(
         session, actor, target, active=False
     ),
-    "delete": user_service.delete_user,
+    "delete": lambda session, actor, target: user_service.delete_user(
+        session, cast(Jobs, None), actor, target
+    ),
 }
 
 

@@ -255,7 +255,9 @@ async def test_inviting_again_replaces_the_pending_invitation(
 ) -> None:
     assert await invite(client, team, "owner", role="admin") == 201
     first = invitation_token(settings)
-    assert await invite(client, team, "admin", role="member") == 201
+    # An admin cannot replace what only an owner may grant.
+    assert await invite(client, team, "admin", role="member") == 403
+    assert await invite(client, team, "owner", role="member") == 201
     second = invitation_token(settings)
     assert first != second
     listed = (await client.get(team.path("/invitations"), headers=team.people["owner"])).json()
@@ -335,3 +337,27 @@ async def test_invitations_are_throttled_per_inviter(settings: Settings) -> None
             for n in range(3)
         ]
         assert statuses == [201, 201, 429]
+
+
+@pytest.mark.parametrize("change", ["removed", "demoted", "deleted"])
+async def test_an_invitation_is_worth_what_its_sender_may_still_grant(
+    app: FastAPI, client: AsyncClient, settings: Settings, team: Team, change: str
+) -> None:
+    # The admin invites an address of their own, then loses their place.
+    assert await invite(client, team, "admin") == 201
+    token = invitation_token(settings)
+    async with app.state.sessionmaker.begin() as session:
+        admin = await session.scalar(select(User).where(User.email == "admin@example.com"))
+        assert admin is not None
+        membership = await session.get_one(Membership, (team.organization, admin.id))
+        if change == "removed":
+            await session.delete(membership)
+        elif change == "demoted":
+            membership.role = Role.MEMBER
+        else:
+            await session.delete(admin)
+    grace = await add_user(app, GRACE)
+    status, error = await accept(client, await headers_of(app, settings, grace), token)
+    assert status == 400
+    assert "can no longer grant" in error["error"]["message"]
+    assert team.organization not in await organization_roles(app, grace)

@@ -22,7 +22,8 @@ from sqlalchemy import event, func, select
 from app.api.deps import get_jobs
 from app.core.config import Settings
 from app.core.queue import EMAIL_QUEUE, JobQueue, QueueUnavailableError
-from app.models import TokenPurpose, User
+from app.core.rbac import Role
+from app.models import File, TokenPurpose, User
 from app.services import token_service
 from tests.support import (
     PASSWORD,
@@ -171,8 +172,9 @@ async def test_redis_failing_just_after_the_commit_leaves_the_answer_and_logs_th
 
 
 @pytest.mark.parametrize("commit_fails", [False, True], ids=["commits", "commit-fails"])
-async def test_an_organization_whose_deletion_rolled_back_keeps_its_objects(
-    settings: Settings, commit_fails: bool
+@pytest.mark.parametrize("deleted", ["organization", "account"])
+async def test_a_deletion_rolled_back_keeps_its_objects(
+    settings: Settings, deleted: str, commit_fails: bool
 ) -> None:
     async with running_app(settings) as (app, client):
         headers = await token_for(app, settings, "ada@example.com")
@@ -181,16 +183,23 @@ async def test_an_organization_whose_deletion_rolled_back_keeps_its_objects(
         uploaded = await upload(client, headers, b"\x89PNG\r\n\x1a\n" + bytes(64))
         assert uploaded.status_code == 201, uploaded.text
         (stored,) = stored_files(settings) - before
+        if deleted == "organization":
+            path, actor = f"/api/v1/organizations/{organization}", headers
+        else:
+            # The account alone belongs to its organization, which goes with it.
+            path = f"/api/v1/users/{uploaded.json()['owner_id']}"
+            actor = await token_for(app, settings, "root@example.com", role=Role.OWNER)
         with commits_fail(app, commit_fails):
-            response = await client.delete(f"/api/v1/organizations/{organization}", headers=headers)
-        kept = await client.get(f"/api/v1/organizations/{organization}/files", headers=headers)
+            response = await client.delete(path, headers=actor)
+        async with app.state.sessionmaker() as session:
+            files_left = await session.scalar(select(func.count()).select_from(File))
     if commit_fails:
         assert response.status_code == 503, response.text
-        assert kept.json()["total"] == 1
+        assert files_left == 1
         assert stored.exists()
     else:
         assert response.status_code == 204, response.text
-        assert kept.status_code == 404
+        assert files_left == 0
         assert not stored.exists()
 
 
@@ -203,6 +212,7 @@ TESTED_ABOVE = {
     "auth.change_password",
     "organizations.delete_organization",
     "organizations.invite",
+    "users.delete_user",
 }
 
 

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -546,6 +546,48 @@ async def test_deleting_an_account_deletes_the_organizations_it_alone_belongs_to
     async with app.state.sessionmaker() as session:
         assert await session.get(Organization, personal) is None
         assert await session.get(Organization, team.organization) is not None
+
+
+async def test_a_deleted_accounts_uploads_stay_in_the_shared_organization(
+    app: FastAPI, client: AsyncClient, settings: Settings, team: Team
+) -> None:
+    platform_owner = await add_user(app, "root@example.com", Role.OWNER)
+    member = team.people["member"]
+    file_id = await store_file(app, team.organization, member)
+    path = f"/api/v1/users/{member.id}"
+    assert (await as_user(client, app, settings, platform_owner, "DELETE", path)).status_code == 204
+    file = await as_user(
+        client, app, settings, team.people["owner"], "GET", team.path(f"/files/{file_id}")
+    )
+    assert file.status_code == 200
+    assert file.json()["owner_id"] is None
+
+
+async def test_an_upload_whose_uploader_left_meanwhile_is_discarded(
+    app: FastAPI, client: AsyncClient, settings: Settings, team: Team
+) -> None:
+    member = team.people["member"]
+    headers = bearer(await access_token(app, settings, member.id))
+    before = stored_files(settings)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+        yield b"Content-Type: text/plain\r\n\r\nminutes of the meeting\n"
+        # The member is removed while the upload streams in.
+        async with app.state.sessionmaker.begin() as session:
+            await session.delete(await session.get_one(Membership, (team.organization, member.id)))
+        yield b"\r\n--b--\r\n"
+
+    response = await client.post(
+        team.path("/files"),
+        content=body(),
+        headers={**headers, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 404, response.text
+    assert "discarded" in response.json()["error"]["message"]
+    assert stored_files(settings) == before
+    async with app.state.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(File)) == 0
 
 
 async def test_the_last_owner_of_a_shared_organization_cannot_be_deleted(

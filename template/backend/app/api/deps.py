@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Depends, Query, Request
+from fastapi import BackgroundTasks, Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -207,7 +207,9 @@ def require_org_roles(*roles: Role) -> Callable[..., Awaitable[OrgAccess]]:
     allowed = frozenset(roles or Role)
 
     @raises(organization_service.access, OrgRoleRequiredError)
-    async def dependency(org_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> OrgAccess:
+    async def dependency(
+        org_id: Annotated[uuid.UUID, Path()], user: CurrentUser, session: SessionDep
+    ) -> OrgAccess:
         access = await organization_service.access(session, user, org_id)
         if access.role not in allowed:
             raise OrgRoleRequiredError

@@ -12,7 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
-from app.api.deps import CurrentUser, PagingDep, SessionDep, get_verified_user, require_roles
+from app.api.deps import (
+    CurrentUser,
+    JobsDep,
+    PagingDep,
+    SessionDep,
+    get_verified_user,
+    require_roles,
+)
 from app.core.errors import raises
 from app.core.rbac import Role
 from app.models import User
@@ -82,5 +89,5 @@ async def activate(actor: Manager, target: Target, session: SessionDep) -> User:
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=manager_only)
 @raises(user_service.delete_user)
-async def delete_user(actor: Manager, target: Target, session: SessionDep) -> None:
-    await user_service.delete_user(session, actor, target)
+async def delete_user(actor: Manager, target: Target, session: SessionDep, jobs: JobsDep) -> None:
+    await user_service.delete_user(session, jobs, actor, target)

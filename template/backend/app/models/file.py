@@ -29,9 +29,10 @@ class File(Base):
     organization_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
-    # Who uploaded it.
-    owner_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    # Who uploaded it; None once that account is deleted (the file stays the
+    # organization's).
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
     # A random name under a fixed prefix: the user's filename never reaches storage.
     object_key: Mapped[str] = mapped_column(String(128), unique=True)

@@ -13,8 +13,8 @@ class FileOut(BaseModel):
 
     id: uuid.UUID
     organization_id: uuid.UUID
-    # Who uploaded it.
-    owner_id: uuid.UUID
+    # Who uploaded it; null once that account is deleted.
+    owner_id: uuid.UUID | None
     original_name: str
     content_type: str
     size: int

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from typing import Annotated
 
@@ -11,16 +12,19 @@ from app.schemas.auth import DisplayName, EmailAddress, StrictBody
 from app.schemas.common import Page, UtcDatetime
 
 
-def _stripped(value: str) -> str:
+def _one_line(value: str) -> str:
+    # The name goes into email subjects, which a line or paragraph separator would break.
     value = value.strip()
     if not value:
         raise ValueError("the name must have a character other than a space")
+    if any(unicodedata.category(char) in {"Zl", "Zp"} for char in value):
+        raise ValueError("must be one line")
     return value
 
 
 # As a person's name is (at most 120 characters, none a control character), and not
 # blank; the spaces around it are dropped.
-OrganizationName = Annotated[DisplayName, AfterValidator(_stripped)]
+OrganizationName = Annotated[DisplayName, AfterValidator(_one_line)]
 
 
 class OrganizationIn(StrictBody):

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from anyio import to_thread
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import utcnow
@@ -44,6 +45,9 @@ from app.services.upload_service import (
 logger = logging.getLogger(__name__)
 
 NO_SUCH_FILE = "No such file."
+UPLOADER_GONE = (
+    "The organization is gone, or you left it, while the file was uploading; it was discarded."
+)
 
 
 class FilePolicyError(AppError):
@@ -76,7 +80,18 @@ async def visible_file(session: AsyncSession, member: OrgAccess, file_id: uuid.U
     return file
 
 
+async def _still_member(session: AsyncSession, member: OrgAccess) -> bool:
+    found = await session.scalar(
+        select(Membership.user_id).where(
+            Membership.organization_id == member.organization.id,
+            Membership.user_id == member.user.id,
+        )
+    )
+    return found is not None
+
+
 @raises(
+    NotFoundError,
     UploadTooLargeError,
     UnsupportedFileTypeError,
     MalformedUploadError,
@@ -111,9 +126,22 @@ async def upload(
     file = File(
         organization_id=uploader.organization.id, owner_id=uploader.user.id, **asdict(stored)
     )
-    session.add(file)
-    # The job reads the row, so the row must be committed before the job can start.
-    await session.commit()
+    # The upload took a while: the uploader may have left the organization, or it may be
+    # gone, meanwhile. Then nothing is recorded, and the object goes.
+    try:
+        if await _still_member(session, uploader):
+            session.add(file)
+            # The job reads the row, so the row must be committed before it can start.
+            await session.commit()
+            recorded = True
+        else:
+            recorded = False
+    except IntegrityError:
+        await session.rollback()
+        recorded = False
+    if not recorded:
+        await storage.delete(file.object_key)
+        raise NotFoundError(UPLOADER_GONE)
     try:
         await jobs.enqueue(process_file_job(file.id))
     except QueueUnavailableError:

@@ -42,6 +42,8 @@ class InvitationPolicyError(AppError):
 
 
 class AlreadyMemberError(AppError):
+    """The address is a member already, or another invitation of it is being sent."""
+
     status_code = 409
 
 
@@ -78,7 +80,16 @@ async def invite(
         .where(Membership.organization_id == organization.id, User.email == email)
     )
     if member is not None:
-        raise AlreadyMemberError(f"{email} is a member of this organization already.")
+        raise AlreadyMemberError("This address is a member of the organization already.")
+    pending = await session.scalar(
+        select(Invitation.role).where(
+            Invitation.organization_id == organization.id, Invitation.email == email
+        )
+    )
+    if pending is not None and not manages(inviter.role, pending):
+        raise InvitationPolicyError(
+            "An owner invited this address as admin or owner; only an owner replaces that."
+        )
     token = new_opaque_token()
     invitation = Invitation(
         organization_id=organization.id,
@@ -172,6 +183,21 @@ async def revoke(session: AsyncSession, actor: OrgAccess, invitation_id: uuid.UU
     logger.info("Invitation %s revoked by user %s", invitation.id, actor.user.id)
 
 
+async def _inviter_may_still_grant(session: AsyncSession, invitation: Invitation) -> bool:
+    # An invitation carries its sender's authority, so it is worth what that authority
+    # is now: a removed or demoted admin cannot get back in through an address of their
+    # own they invited before.
+    if invitation.invited_by is None:
+        return False
+    role = await session.scalar(
+        select(Membership.role).where(
+            Membership.organization_id == invitation.organization_id,
+            Membership.user_id == invitation.invited_by,
+        )
+    )
+    return role is Role.OWNER or (role is Role.ADMIN and invitation.role is Role.MEMBER)
+
+
 @raises(InvalidInvitationError, WrongInviteeError, AlreadyMemberError)
 async def accept(session: AsyncSession, user: User, token: str) -> Membership:
     """Make `user` a member with the invitation's role, spending the invitation."""
@@ -182,6 +208,11 @@ async def accept(session: AsyncSession, user: User, token: str) -> Membership:
         raise InvalidInvitationError(INVALID_INVITATION)
     if as_utc(invitation.expires_at) <= utcnow():
         raise InvalidInvitationError("This invitation has expired; ask for a new one.")
+    if not await _inviter_may_still_grant(session, invitation):
+        raise InvalidInvitationError(
+            "This invitation is no longer valid: whoever sent it can no longer grant its"
+            " role. Ask for a new one."
+        )
     if invitation.email != user.email:
         raise WrongInviteeError(
             "This invitation is for another email address; sign in with that one."

@@ -47,8 +47,8 @@ class LastOrganizationOwnerError(AppError):
 
 
 def personal_name(user: User) -> str:
-    """The name a new account's own organization starts with (migration 0004 named the
-    ones of accounts that existed before alike)."""
+    """The name a new account's own organization starts with (migration 0004 named those
+    of the accounts that existed before alike)."""
     who = user.full_name or user.email.split("@", 1)[0]
     return f"{who}'s organization"[:ORGANIZATION_NAME_MAX_LENGTH]
 
@@ -177,6 +177,8 @@ async def _lock(session: AsyncSession, organization_id: uuid.UUID, *members: uui
             Membership.organization_id == organization_id,
             or_(Membership.role == Role.OWNER, Membership.user_id.in_(members)),
         )
+        # One order for every locker, so two of them never wait on each other in a cycle.
+        .order_by(Membership.user_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
@@ -271,10 +273,11 @@ async def leave(session: AsyncSession, member: OrgAccess) -> None:
     logger.info("User %s left organization %s", member.user.id, member.organization.id)
 
 
-@raises(LastOrganizationOwnerError)
-async def release_user(session: AsyncSession, user: User) -> None:
-    """Before an account is deleted: delete the organizations it is the only member of,
-    and refuse when it is the last owner of one that has other members."""
+@raises(LastOrganizationOwnerError, QueueUnavailableError)
+async def release_user(session: AsyncSession, jobs: Jobs, user: User) -> None:
+    """Before an account is deleted: delete the organizations it is the only member of
+    (their objects go by jobs, as for a deletion of each), and refuse when it is the last
+    owner of one that has other members."""
     mine = await session.scalars(
         select(Membership.organization_id).where(
             Membership.user_id == user.id, Membership.role == Role.OWNER
@@ -296,5 +299,6 @@ async def release_user(session: AsyncSession, user: User) -> None:
             )
         organization = await session.get(Organization, organization_id)
         if organization is not None:
+            await file_service.remove_objects_of(session, jobs, organization_id)
             await session.delete(organization)
     await session.flush()

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import to_millisecond, utcnow
 from app.core.errors import AppError, NotFoundError, raises
+from app.core.queue import Jobs
 from app.core.rbac import Role, manages
 from app.core.security import hash_password
 from app.models import RefreshTokenFamily, TokenPurpose, User
@@ -149,10 +150,11 @@ async def set_active(session: AsyncSession, actor: User, target: User, *, active
 
 
 @raises(PolicyError, LastOwnerError, organization_service.release_user)
-async def delete_user(session: AsyncSession, actor: User, target: User) -> None:
+async def delete_user(session: AsyncSession, jobs: Jobs, actor: User, target: User) -> None:
+    """Delete the account; its uploads stay in the organizations they belong to."""
     _check_authority(actor, target)
     await _guard_last_owner(session, target)
-    await organization_service.release_user(session, target)
+    await organization_service.release_user(session, jobs, target)
     await session.delete(target)
     await session.flush()
     logger.info("User %s deleted by user %s", target.id, actor.id)
