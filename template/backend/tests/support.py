@@ -171,6 +171,12 @@ async def organization_of(app: FastAPI, user: User) -> uuid.UUID:
     return found
 
 
+async def join(app: FastAPI, organization: uuid.UUID, user: User, role: Role) -> None:
+    """Make `user` a member of the organization with `role`, directly."""
+    async with app.state.sessionmaker.begin() as session:
+        session.add(Membership(organization_id=organization, user_id=user.id, role=role))
+
+
 async def organization_id(client: AsyncClient, headers: dict[str, str]) -> str:
     """The id of the caller's first organization: the personal one, for a new account."""
     response = await client.get("/api/v1/organizations", headers=headers)

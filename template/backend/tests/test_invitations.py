@@ -23,6 +23,7 @@ from tests.support import (
     access_token,
     add_user,
     bearer,
+    join,
     link_token,
     messages_to,
     organization_of,
@@ -36,11 +37,6 @@ GRACE = "grace@example.com"
 
 async def headers_of(app: FastAPI, settings: Settings, user: User) -> dict[str, str]:
     return bearer(await access_token(app, settings, user.id))
-
-
-async def join(app: FastAPI, organization: uuid.UUID, user: User, role: Role) -> None:
-    async with app.state.sessionmaker.begin() as session:
-        session.add(Membership(organization_id=organization, user_id=user.id, role=role))
 
 
 class Team:

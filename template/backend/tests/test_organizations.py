@@ -28,6 +28,7 @@ from tests.support import (
     access_token,
     add_user,
     bearer,
+    join,
     operations,
     organization_of,
     register,
@@ -49,11 +50,6 @@ class World:
     file_id: uuid.UUID
     invitation_id: uuid.UUID
     tokens: dict[str, str]
-
-
-async def join(app: FastAPI, organization: uuid.UUID, user: User, role: Role) -> None:
-    async with app.state.sessionmaker.begin() as session:
-        session.add(Membership(organization_id=organization, user_id=user.id, role=role))
 
 
 async def store_file(app: FastAPI, organization: uuid.UUID, uploader: User) -> uuid.UUID:
