@@ -106,10 +106,10 @@ def add_feature(root: Path, name: str, table: str, package: str, call: str) -> N
         feature_routes(name, table, package, call), encoding="utf-8"
     )
     router = root / ROUTER
-    modules = ", ".join(sorted(["auth", "files", "organizations", "users", module]))
+    modules = ", ".join(sorted(["api_keys", "auth", "files", "organizations", "users", module]))
     replace_line(
         router,
-        "from app.api import auth, files, organizations, users",
+        "from app.api import api_keys, auth, files, organizations, users",
         f"from app.api import {modules}",
     )
     with router.open("a", encoding="utf-8") as file:
@@ -126,8 +126,8 @@ def add_feature(root: Path, name: str, table: str, package: str, call: str) -> N
     )
     replace_line(
         matrix,
-        f"{LAST_PLATFORM_ROUTE}(200, 200, 200, 401),",
-        f"{LAST_PLATFORM_ROUTE}(200, 200, 200, 401),\n    {route}: (200, 200, 200, 401),",
+        f"{LAST_PLATFORM_ROUTE}(200, 200, 200, 401, 403),",
+        f"{LAST_PLATFORM_ROUTE}(200, 200, 200, 401, 403),\n    {route}: (200, 200, 200, 401, 403),",
     )
 
 

@@ -7,6 +7,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from functools import cache
@@ -21,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.rbac import Role
-from app.core.security import create_access_token, password_hash
+from app.core.security import api_key_digest, create_access_token, new_api_key, password_hash
 from app.main import create_app
-from app.models import Base, Membership, User
+from app.models import ApiKey, Base, Membership, User
 from app.services import organization_service, token_service
 
 PASSWORD = "correct horse battery staple"
@@ -33,6 +34,12 @@ async def empty_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             await connection.execute(delete(table))
+
+
+async def fresh_start(app: FastAPI) -> None:
+    """Empty tables and spent budgets: the app as a new test finds it."""
+    await empty_tables(app.state.engine)
+    await app.state.throttle.fallback.storage.reset()
 
 
 @asynccontextmanager
@@ -203,3 +210,27 @@ async def upload(
         headers=headers,
         files={"file": (name, content, declared)},
     )
+
+
+async def add_api_key(
+    app: FastAPI,
+    settings: Settings,
+    organization: uuid.UUID,
+    creator: User,
+    role: Role = Role.MEMBER,
+    expires_at: datetime | None = None,
+) -> tuple[str, uuid.UUID]:
+    """An API key of the organization made by `creator`, directly: its secret and id."""
+    secret, prefix = new_api_key()
+    async with app.state.sessionmaker.begin() as session:
+        key = ApiKey(
+            organization_id=organization,
+            name=f"{role} key",
+            role=role,
+            prefix=prefix,
+            secret_hash=api_key_digest(secret, settings),
+            created_by=creator.id,
+            expires_at=expires_at,
+        )
+        session.add(key)
+    return secret, key.id

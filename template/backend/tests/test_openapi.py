@@ -53,6 +53,9 @@ OPERATION_IDS = {
         "organizations-revoke-invitation"
     ),
     ("POST", "/api/v1/invitations/accept"): "organizations-accept-invitation",
+    ("POST", "/api/v1/organizations/{org_id}/api-keys"): "api-keys-create",
+    ("GET", "/api/v1/organizations/{org_id}/api-keys"): "api-keys-list",
+    ("DELETE", "/api/v1/organizations/{org_id}/api-keys/{key_id}"): "api-keys-revoke",
     ("POST", "/api/v1/organizations/{org_id}/files"): "files-upload",
     ("GET", "/api/v1/organizations/{org_id}/files"): "files-list",
     ("GET", "/api/v1/organizations/{org_id}/files/{file_id}"): "files-read",
@@ -112,8 +115,10 @@ def test_each_dependency_adds_the_statuses_it_can_answer(app: FastAPI) -> None:
     assert statuses(app, "GET", "/health") == {"200", "431"}
     # Authentication 401, a role 403, the path's id 404, parameters 422, the database 503.
     assert {"401", "403", "404", "422", "503"} <= statuses(app, "GET", "/api/v1/users/{user_id}")
-    # Without a role or an id, neither 403 nor 404.
-    assert not {"403", "404"} & statuses(app, "GET", "/api/v1/users/me")
+    # Without an id, no 404; its 403 is for an API key, which no account route takes.
+    me = operations(app)[("GET", "/api/v1/users/me")]["responses"]
+    assert "404" not in me
+    assert "API key" in me["403"]["description"]
     # Throttles 429 with Retry-After; the service's own refusals.
     login = operations(app)[("POST", "/api/v1/auth/login")]["responses"]
     assert {"401", "413", "422", "429"} <= set(login)

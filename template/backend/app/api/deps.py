@@ -12,7 +12,8 @@ or, to use the user in the route:
 
 Routes under /organizations/{org_id} are guarded by the caller's role in that
 organization with `require_org_roles`, or its aliases `OrgMember`, `OrgManager` (owners
-and admins) and `OrgOwner`.
+and admins) and `OrgOwner`; these also take the organization's API keys, with the key's
+role. `MemberInPerson` and `ManagerInPerson` take signed-in users only.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from app.core.errors import AppError, DatabaseUnavailableError, raises
 from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.rbac import Role
-from app.core.security import InvalidTokenError, decode_access_token
+from app.core.security import InvalidTokenError, decode_access_token, is_api_key
 from app.core.storage import Storage, StorageUnavailableError
 from app.models import OrgAccess, User
 from app.schemas.common import Paging
-from app.services import organization_service, user_service
+from app.services import api_key_service, organization_service, user_service
 
 logger = logging.getLogger("app.auth")
 
@@ -131,14 +132,32 @@ JobsDep = Annotated[Jobs, Depends(get_jobs)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
+class ApiKeyNotAcceptedError(AppError):
+    """An API key on a route that needs a signed-in user."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "An API key does not open this route: a key works only on its organization's"
+            " routes under /api/v1/organizations/{org_id}, except those that act in person"
+            " (leaving, inviting, managing API keys). Sign in instead."
+        )
+
+
 @raises(NotAuthenticatedError)
-async def get_current_user(
+async def get_caller(
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User:
+) -> User | None:
+    """The signed-in user of the request's access token, or None when the bearer
+    credential is an API key (which only an organization's guard can judge, knowing the
+    organization). Resolved once per request, whichever dependencies ask for it."""
     if token is None:
         raise NotAuthenticatedError
+    if is_api_key(token):
+        return None
     try:
         claims = decode_access_token(token, settings)
     except InvalidTokenError:
@@ -153,6 +172,16 @@ async def get_current_user(
     if cutoff is not None and claims.issued_at < as_utc(cutoff).timestamp():
         raise NotAuthenticatedError
     return user
+
+
+Caller = Annotated[User | None, Depends(get_caller)]
+
+
+@raises(get_caller, ApiKeyNotAcceptedError)
+async def get_current_user(caller: Caller) -> User:
+    if caller is None:
+        raise ApiKeyNotAcceptedError
+    return caller
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -185,6 +214,17 @@ def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
     return dependency
 
 
+async def record_api_key_use(request: Request) -> AsyncIterator[None]:
+    """Once the response is sent, whatever it was, write the last use of the request's API
+    key when its guard found it due (at most once a minute), in a transaction of its own."""
+    try:
+        yield
+    finally:
+        key_id = getattr(request.state, "api_key_used", None)
+        if key_id is not None:
+            await api_key_service.record_use(request.app.state.sessionmaker, key_id)
+
+
 class OrgRoleRequiredError(AppError):
     """The user's role in the organization does not allow the action."""
 
@@ -194,23 +234,47 @@ class OrgRoleRequiredError(AppError):
         super().__init__("Your role in this organization does not allow this action.")
 
 
-def require_org_roles(*roles: Role) -> Callable[..., Awaitable[OrgAccess]]:
+def require_org_roles(*roles: Role, api_keys: bool = True) -> Callable[..., Awaitable[OrgAccess]]:
     """A dependency that resolves the organization named by the path's `org_id` and lets
-    through its members holding one of `roles` (every member, when none is given).
+    through its members holding one of `roles` (every member, when none is given), and
+    the organization's API keys whose role is one of them, unless `api_keys` is False.
 
-    Membership and role are read from the database on every request. It fails closed:
-    to someone who is not a member the organization does not exist (404, whether or
-    not it does), and a member without the role gets 403.
+    Membership and role are read from the database on every request, as is the key with
+    its creator's present role. It fails closed: to someone who is not a member, or a
+    key of another organization, the organization does not exist (404, whether or not
+    it does), and a member or key without the role gets 403.
 
         Admins = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN))]
     """
     allowed = frozenset(roles or Role)
 
-    @raises(organization_service.access, OrgRoleRequiredError)
+    @raises(
+        get_caller,
+        organization_service.access,
+        api_key_service.access,
+        ApiKeyNotAcceptedError,
+        RateLimitedError,
+        OrgRoleRequiredError,
+    )
     async def dependency(
-        org_id: Annotated[uuid.UUID, Path()], user: CurrentUser, session: SessionDep
+        org_id: Annotated[uuid.UUID, Path()],
+        caller: Caller,
+        token: Annotated[str, Depends(oauth2_scheme)],
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
+        throttle: ThrottleDep,
+        _: Annotated[None, Depends(record_api_key_use)],
     ) -> OrgAccess:
-        access = await organization_service.access(session, user, org_id)
+        if caller is not None:
+            access = await organization_service.access(session, caller, org_id)
+        elif not api_keys:
+            raise ApiKeyNotAcceptedError
+        else:
+            access, key = await api_key_service.access(session, settings, token, org_id)
+            await throttle.hit(settings.API_KEY_LIMIT_PER_KEY, "api-key", str(key.id))
+            if api_key_service.needs_use_recorded(key):
+                request.state.api_key_used = key.id
         if access.role not in allowed:
             raise OrgRoleRequiredError
         return access
@@ -219,8 +283,24 @@ def require_org_roles(*roles: Role) -> Callable[..., Awaitable[OrgAccess]]:
 
 
 OrgMember = Annotated[OrgAccess, Depends(require_org_roles())]
+
+
+@raises(UnverifiedError)
+async def get_verified_member(member: OrgMember) -> OrgAccess:
+    """A member whose email address is verified: for a key, its creator's."""
+    if not member.user.is_verified:
+        raise UnverifiedError
+    return member
+
+
+VerifiedOrgMember = Annotated[OrgAccess, Depends(get_verified_member)]
 OrgManager = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN))]
 OrgOwner = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER))]
+# For what acts in person, which no API key may do.
+MemberInPerson = Annotated[OrgAccess, Depends(require_org_roles(api_keys=False))]
+ManagerInPerson = Annotated[
+    OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN, api_keys=False))
+]
 
 
 # OFFSET is a 64-bit integer in PostgreSQL and SQLite: a larger one is refused with a 422

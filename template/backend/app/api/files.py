@@ -20,7 +20,7 @@ from app.api.deps import (
     SessionDep,
     SettingsDep,
     StorageDep,
-    get_verified_user,
+    VerifiedOrgMember,
 )
 from app.core.errors import raises
 from app.models import File
@@ -52,13 +52,12 @@ UPLOAD_BODY = {
     status_code=status.HTTP_201_CREATED,
     response_model=FileOut,
     openapi_extra=UPLOAD_BODY,
-    # Uploading takes a verified email address.
-    dependencies=[Depends(get_verified_user)],
 )
 @raises(file_service.upload)
 async def upload_file(
     request: Request,
-    member: OrgMember,
+    # Uploading takes a verified email address (for an API key, its creator's).
+    member: VerifiedOrgMember,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,

@@ -38,10 +38,10 @@ HEADERS = {
 def operation_id(route: APIRoute | RouteContext) -> str:
     """`auth-login`, `users-read-me`, `files-upload`: the route's tag, then its function's
     name without the tag's noun, as generated clients name their functions."""
-    tag = str(route.tags[0]) if route.tags else "api"
+    tag = re.sub(r"[ -]", "_", str(route.tags[0])) if route.tags else "api"
     noun = tag.removesuffix("s")
     name = re.sub(rf"_({tag}|{noun})$", "", str(route.name))
-    return f"{tag}-{name.replace('_', '-')}"
+    return f"{tag}-{name}".replace("_", "-")
 
 
 def callables(dependant: Dependant) -> Iterator[Callable[..., Any]]:

@@ -13,6 +13,8 @@ from fastapi import APIRouter, Depends, status
 from app.api.deps import (
     CurrentUser,
     JobsDep,
+    ManagerInPerson,
+    MemberInPerson,
     OrgManager,
     OrgMember,
     OrgOwner,
@@ -124,7 +126,7 @@ async def remove_member(manager: OrgManager, target: TargetMember, session: Sess
 
 @router.post("/{org_id}/leave", status_code=status.HTTP_204_NO_CONTENT)
 @raises(organization_service.leave)
-async def leave_organization(member: OrgMember, session: SessionDep) -> None:
+async def leave_organization(member: MemberInPerson, session: SessionDep) -> None:
     """Leave the organization; its last owner cannot, before making another owner."""
     await organization_service.leave(session, member)
 
@@ -139,7 +141,7 @@ async def leave_organization(member: OrgMember, session: SessionDep) -> None:
 @raises(invitation_service.invite, RateLimitedError)
 async def invite(
     body: InvitationIn,
-    manager: OrgManager,
+    manager: ManagerInPerson,
     session: SessionDep,
     settings: SettingsDep,
     throttle: ThrottleDep,

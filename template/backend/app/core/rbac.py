@@ -25,3 +25,13 @@ def manages(actor: Role, target: Role) -> bool:
     owners manage everyone, admins manage members, members manage nobody else. Accounts
     and files follow this one rule."""
     return actor is Role.OWNER or (actor is Role.ADMIN and target is Role.MEMBER)
+
+
+# From most to least powerful.
+RANK = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2}
+
+
+def lower(first: Role, second: Role) -> Role:
+    """The less powerful of two roles: what an API key may do is the lower of its own role
+    and its creator's present one."""
+    return first if RANK[first] >= RANK[second] else second

@@ -5,6 +5,12 @@ subject, session, issue and expiry times required. Refresh, verification and res
 tokens are opaque random strings of which only a SHA-256 digest is stored, so that a
 database leak yields no usable token.
 
+API keys are opaque too, `ak_` and a public part (the prefix lists show) followed by 256
+random bits. They are checked on every request they make, so they are stored as an
+HMAC-SHA256 keyed with a key derived from SECRET_KEY: one hash per request, and a leaked
+table cannot be tested against guesses without the server's key. Changing SECRET_KEY
+therefore ends every API key, as it ends every login.
+
 Passwords are NFKC-normalised before they are hashed or checked, so that the same
 characters typed on two keyboards (a composed or decomposed "é", the Ångström sign or
 "Å") are the same password.
@@ -13,6 +19,7 @@ characters typed on two keyboards (a composed or decomposed "é", the Ångström
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import unicodedata
 import uuid
@@ -247,3 +254,33 @@ def new_opaque_token() -> str:
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+API_KEY_PREFIX = "ak_"
+# The part of a key that lists show, to tell keys apart: "ak_" and 8 hex digits.
+API_KEY_VISIBLE_LENGTH = len(API_KEY_PREFIX) + 8
+API_KEY_MAX_LENGTH = 100
+
+
+def new_api_key() -> tuple[str, str]:
+    """A new API key and its visible prefix."""
+    visible = API_KEY_PREFIX + secrets.token_hex(4)
+    return f"{visible}_{secrets.token_urlsafe(32)}", visible
+
+
+def is_api_key(token: str) -> bool:
+    """Whether a bearer credential is meant as an API key (an access token is a JWT,
+    which starts with "eyJ")."""
+    return token.startswith(API_KEY_PREFIX)
+
+
+@cache
+def _api_key_hash_key(secret_key: str) -> bytes:
+    # Its own key, derived with a label, so that no other use of SECRET_KEY (signing
+    # access tokens) ever computes the same value.
+    return hmac.new(secret_key.encode("utf-8"), b"api key hash", hashlib.sha256).digest()
+
+
+def api_key_digest(token: str, settings: Settings) -> str:
+    key = _api_key_hash_key(settings.SECRET_KEY.get_secret_value())
+    return hmac.new(key, token.encode("utf-8"), hashlib.sha256).hexdigest()

@@ -1,5 +1,6 @@
 """SQLAlchemy models. Import every model here so that Alembic sees the whole schema."""
 
+from app.models.api_key import ApiKey
 from app.models.base import Base
 from app.models.file import File, FileStatus
 from app.models.invitation import Invitation
@@ -8,6 +9,7 @@ from app.models.token import OneTimeToken, RefreshToken, RefreshTokenFamily, Tok
 from app.models.user import User
 
 __all__ = [
+    "ApiKey",
     "Base",
     "File",
     "FileStatus",

@@ -15,7 +15,8 @@ from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.clock import utcnow
-from app.core.rbac import Role
+from app.core.rbac import Role, lower
+from app.models.api_key import ApiKey
 from app.models.base import Base, string_enum
 from app.models.user import User
 
@@ -49,8 +50,20 @@ class Membership(Base):
 @dataclass(frozen=True)
 class OrgAccess:
     """Who acts on an organization, and with which role in it, as a request's guard
-    (`require_org_roles`) found it in the database."""
+    (`require_org_roles`) found it in the database.
+
+    A request with an API key acts for the key's creator (`user`), with the lower of the
+    key's role and the creator's (`role`); `api_key` is the key.
+    """
 
     organization: Organization
     role: Role
     user: User
+    api_key: ApiKey | None = None
+
+    def capped(self, role: Role | None) -> Role | None:
+        """`role`, the user's role in the organization as read again under a lock, as far
+        as this access may use it: no further than the API key's role."""
+        if role is None or self.api_key is None:
+            return role
+        return lower(role, self.api_key.role)

@@ -26,7 +26,7 @@ from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rbac import Role, manages
 from app.models import Membership, OrgAccess, Organization, User
 from app.models.organization import ORGANIZATION_NAME_MAX_LENGTH
-from app.services import file_service
+from app.services import api_key_service, file_service
 
 logger = logging.getLogger("app.organizations")
 
@@ -195,7 +195,7 @@ async def _lock_with_authority(
     locked = await _lock(session, actor.organization.id, actor.user.id, target.user_id)
     if target.user_id not in locked.roles:
         raise NotFoundError(NO_SUCH_MEMBER)
-    actor_role = locked.roles.get(actor.user.id)
+    actor_role = actor.capped(locked.roles.get(actor.user.id))
     if actor_role is None or not manages(actor_role, target.role):
         raise OrganizationPolicyError("Your role in this organization does not allow this.")
     return locked
@@ -219,8 +219,9 @@ async def change_role(
     # Granting or revoking admin, and granting owner, are an owner's decisions.
     if actor.role is not Role.OWNER:
         raise OrganizationPolicyError("Only the organization's owners change roles.")
-    owners = (await _lock_with_authority(session, actor, target)).owners
-    if actor.user.id not in owners:
+    locked = await _lock_with_authority(session, actor, target)
+    owners = locked.owners
+    if actor.capped(locked.roles.get(actor.user.id)) is not Role.OWNER:
         raise OrganizationPolicyError("Only the organization's owners change roles.")
     if role is target.role:
         return target
@@ -252,6 +253,7 @@ async def remove_member(session: AsyncSession, actor: OrgAccess, target: Members
     if target.role is Role.OWNER:
         _keep_an_owner(owners, target.user_id)
     await session.delete(target)
+    await api_key_service.delete_keys_of(session, actor.organization.id, target.user_id)
     await session.flush()
     logger.info(
         "User %s removed from organization %s by user %s",
@@ -269,6 +271,7 @@ async def leave(session: AsyncSession, member: OrgAccess) -> None:
     if member.user.id in locked.owners:
         _keep_an_owner(locked.owners, member.user.id)
     await session.delete(await get_member(session, member.organization, member.user.id))
+    await api_key_service.delete_keys_of(session, member.organization.id, member.user.id)
     await session.flush()
     logger.info("User %s left organization %s", member.user.id, member.organization.id)
 
