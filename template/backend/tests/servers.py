@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import email
+import hashlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -29,6 +31,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from filelock import FileLock
 from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 from redis import Redis
@@ -131,14 +134,18 @@ def smtp_settings(smtp_server: tuple[Controller, Mailbox], mailbox: Mailbox) -> 
 
 
 @pytest.fixture
-def redis_url() -> str:
+def redis_url() -> Iterator[str]:
+    """TEST_REDIS_URL, emptied, and this test's alone: the tests that use it take turns,
+    across the workers of pytest-xdist and any other run on this machine."""
     url = os.environ.get("TEST_REDIS_URL")
     if url is None:
         if os.environ.get("REQUIRE_REDIS") == "1":
             pytest.fail("REQUIRE_REDIS=1 but TEST_REDIS_URL is not set")
         pytest.skip("set TEST_REDIS_URL (for example redis://127.0.0.1:6379/15) to run")
-    Redis.from_url(url).flushdb()
-    return url
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"test-redis-{name}.lock"):
+        Redis.from_url(url).flushdb()
+        yield url
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -395,6 +395,21 @@ ACCOUNT_REQUESTS = {
     "request-reset": lambda email: {"email": email},
 }
 ROUNDS = 21
+# Rounds added when the first ones leave the question open, as a loaded machine can: the
+# verdict is then taken on all of them. A real difference stays; noise evens out.
+MORE_ROUNDS = 60
+
+
+def timing_verdict(timings: dict[str, list[float]]) -> tuple[bool, tuple[float, float, float]]:
+    """Whether the two kinds of request take as long, from the rounds so far: the median
+    of each round's difference, against a quarter of the faster kind's median."""
+    known, unknown = statistics.median(timings["known"]), statistics.median(timings["unknown"])
+    tolerance = max(0.003, 0.25 * min(known, unknown))
+    # Each round's two requests ran back to back: their difference is what an attacker
+    # measures, and a busy moment of the machine slows both alike.
+    pairs = zip(timings["known"], timings["unknown"], strict=True)
+    paired = statistics.median(known_time - unknown_time for known_time, unknown_time in pairs)
+    return abs(paired) <= tolerance, (paired, known, unknown)
 
 
 @pytest.mark.parametrize("route", sorted(ACCOUNT_REQUESTS))
@@ -410,30 +425,32 @@ async def test_account_requests_answer_alike_and_as_fast_for_any_address(
     )
     answers: dict[str, set[tuple[int, str]]] = {"known": set(), "unknown": set()}
     timings: dict[str, list[float]] = {"known": [], "unknown": []}
+
+    async def play(http: httpx.AsyncClient, rounds: range) -> None:
+        for number in rounds:
+            # Each kind first in every other round, so that what one request leaves to do
+            # after its answer slows the other kind no more than its own.
+            kinds = ("known", "unknown") if number % 2 else ("unknown", "known")
+            for kind in kinds:
+                email = "known@example.com" if kind == "known" else f"nobody{number}@example.com"
+                started = time.perf_counter()
+                response = await http.post(
+                    f"/api/v1/auth/{route}", json=ACCOUNT_REQUESTS[route](email)
+                )
+                timings[kind].append(time.perf_counter() - started)
+                answers[kind].add((response.status_code, response.text))
+                # Let the work queued after the answer finish before the next request.
+                await asyncio.sleep(0.05)
+
     with api_server(relaxed, tmp_path / "api.log") as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-            for number in range(ROUNDS):
-                # Interleaved, so that a slower moment of the machine hits both alike.
-                for kind in ("known", "unknown"):
-                    email = (
-                        "known@example.com" if kind == "known" else f"nobody{number}@example.com"
-                    )
-                    started = time.perf_counter()
-                    response = await http.post(
-                        f"/api/v1/auth/{route}", json=ACCOUNT_REQUESTS[route](email)
-                    )
-                    timings[kind].append(time.perf_counter() - started)
-                    answers[kind].add((response.status_code, response.text))
-                    # Let the work queued after the answer finish before the next request.
-                    await asyncio.sleep(0.05)
+            await play(http, range(ROUNDS))
+            alike, figures = timing_verdict(timings)
+            if not alike:
+                await play(http, range(ROUNDS, ROUNDS + MORE_ROUNDS))
+                alike, figures = timing_verdict(timings)
     assert answers["known"] == answers["unknown"]
     assert len(answers["known"]) == 1
     ((status, _),) = answers["known"]
     assert status == 202
-    known, unknown = statistics.median(timings["known"]), statistics.median(timings["unknown"])
-    tolerance = max(0.003, 0.25 * min(known, unknown))
-    # Each round's two requests ran back to back: their difference is what an attacker
-    # measures, and a busy moment of the machine slows both alike.
-    pairs = zip(timings["known"], timings["unknown"], strict=True)
-    paired = statistics.median(known_time - unknown_time for known_time, unknown_time in pairs)
-    assert abs(paired) <= tolerance, (paired, known, unknown)
+    assert alike, figures

@@ -74,16 +74,18 @@ WEAK_KEYS = [
     ("x" * 40 + secrets.token_hex(20), "follows a pattern"),
     (secrets.token_hex(16) * 2, "follows a pattern"),
 ]
+# Ids without the random keys, alike in every process of pytest-xdist.
+WEAK_KEY_IDS = [f"{reason} ({len(key)} characters)" for key, reason in WEAK_KEYS]
 
 
-@pytest.mark.parametrize(("key", "reason"), WEAK_KEYS)
+@pytest.mark.parametrize(("key", "reason"), WEAK_KEYS, ids=WEAK_KEY_IDS)
 def test_weak_keys_are_refused_with_the_reason(key: str, reason: str) -> None:
     problem = secret_key_problem(key)
     assert problem is not None
     assert reason in problem
 
 
-@pytest.mark.parametrize(("key", "reason"), WEAK_KEYS)
+@pytest.mark.parametrize(("key", "reason"), WEAK_KEYS, ids=WEAK_KEY_IDS)
 def test_production_refuses_to_start_with_a_weak_key(key: str, reason: str) -> None:
     with pytest.raises(ValidationError) as error:
         Settings(_env_file=None, ENVIRONMENT=Environment.PRODUCTION, SECRET_KEY=key)
