@@ -284,6 +284,17 @@ README_ROWS = (
         "≥ 10 %",
     ),
     (
+        "GET /api/v1/organizations/{org_id} with an owner API key, next to the owner's JWT, same run",
+        (
+            "key {org_key_requests_per_second} req/s, p99 {org_key_p99} ms, "
+            "{org_key_server_cpu_per_request} ms CPU, {org_key_statements} statements; JWT "
+            "{org_jwt_requests_per_second} req/s, p99 {org_jwt_p99} ms, "
+            "{org_jwt_server_cpu_per_request} ms CPU, {org_jwt_statements} statements; "
+            "key/JWT {org_key_to_jwt} %"
+        ),
+        "key ≥ 90 % of the JWT",
+    ),
+    (
         "login p50 / p99 (Argon2id m=19 MiB t=2 p=1, OWASP's minimum; 50 in a row)",
         "{login_p50} ms / {login_p99} ms",
         "p50 < 100 ms",

@@ -10,17 +10,22 @@ tree after everything the commands before it wrote.
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import os
 import pty
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from net import free_port, health
 from template_tools import TEMPLATE_DIR, UV, git
 from update_support import commit, copier_env, tag, versioned_template
@@ -273,6 +278,161 @@ def test_the_readmes_development_commands_pass(machine: Machine) -> None:
     assert "No new upgrade operations detected" in outputs[check]
     [install] = [line for line in outputs if line.endswith("pre-commit install")]
     assert (machine.project / ".git" / "hooks" / "pre-commit").is_file(), outputs[install]
+
+
+def raw_sh_blocks(text: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+
+
+def chunks(block: str) -> list[str]:
+    """A block's commands, cut where a comment line starts a new step (what comes after
+    it may need what the step before did: an email to arrive)."""
+    parts: list[list[str]] = [[]]
+    for line in block.splitlines():
+        if line.startswith("#"):
+            parts.append([])
+        else:
+            parts[-1].append(line)
+    return ["\n".join(part) for part in parts if "".join(part).strip()]
+
+
+def outbox_token(project: Path, address: str, subject_part: str) -> str:
+    """The token in the newest email to `address` whose subject has `subject_part`."""
+    outbox = project / "backend" / "data" / "outbox"
+    found = []
+    for path in outbox.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if message["To"] == address and subject_part in message["Subject"]:
+            found.append((path.stat().st_mtime_ns, message))
+    assert found, f"no email to {address} about {subject_part!r} in {outbox}"
+    body = max(found, key=lambda item: item[0])[1].get_body(preferencelist=("plain",))
+    assert body is not None
+    token = re.search(r"#token=([A-Za-z0-9_-]+)", body.get_content())
+    assert token, body.get_content()
+    return token.group(1)
+
+
+CURL_SHIM = """#!/bin/sh
+# The README's curl, failing on an error status as a reader would notice one.
+exec {curl} --fail-with-body --show-error "$@"
+"""
+
+
+def test_the_readmes_curl_examples_work_against_the_running_api(
+    machine: Machine, tmp_path: Path
+) -> None:
+    """Every sh block with curl in the README, chunk by chunk in bash, against the API
+    served as the README serves it, with the accounts and tokens the blocks name."""
+    readme = machine.readme
+    blocks = [block for block in raw_sh_blocks(readme) if "curl " in block]
+    assert len(blocks) >= 4, blocks
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    [serve, _] = sh_blocks(section(readme, "Quick start"))[0]
+    log = machine.logs / "curl-api.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            shlex.split(serve),
+            cwd=machine.project,
+            env={**machine.env, "PORT": str(port)},
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while health(port) != HEALTHY:
+            assert process.poll() is None, log.read_text()[-6000:]
+            assert time.monotonic() < deadline, log.read_text()[-6000:]
+            time.sleep(0.25)
+        env = curl_env(machine, tmp_path, base)
+        (tmp_path / "invoice.pdf").write_bytes(
+            b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
+        )
+        for block in blocks:
+            for chunk in chunks(block):
+                if "$INVITATION_TOKEN" in chunk:
+                    env["INVITATION_TOKEN"] = outbox_token(
+                        machine.project, "grace@example.com", "invited"
+                    )
+                script = chunk.replace("http://127.0.0.1:8000", base)
+                result = subprocess.run(
+                    ["bash", "-euo", "pipefail", "-c", script],
+                    cwd=tmp_path,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                assert result.returncode == 0, (
+                    f"{chunk}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
+                )
+    finally:
+        stop(process)
+    assert git(machine.project, "status", "--porcelain") == ""
+
+
+def curl_env(machine: Machine, tmp_path: Path, base: str) -> dict[str, str]:
+    """What the blocks take as given: an owner's EMAIL and PASSWORD (and TOKEN), the
+    owner's organization (ORG), a member of it (USER_ID) and Grace, an account that is
+    not one yet (GRACE_TOKEN); curl failing on an error status, and jq."""
+    owner = {"EMAIL": "curl-owner@example.com", "PASSWORD": OWNER_PASSWORD}
+    run(
+        f"uv run --directory backend python -m app.cli create-owner --email {owner['EMAIL']}",
+        machine.project,
+        {**machine.env, "OWNER_PASSWORD": OWNER_PASSWORD},
+    )
+    with requests.Session() as client:
+
+        def call(method: str, path: str, **kwargs: Any) -> requests.Response:
+            return client.request(method, f"{base}{path}", timeout=60, **kwargs)
+
+        def sign_in(address: str) -> dict[str, str]:
+            credentials = {"username": address, "password": OWNER_PASSWORD}
+            answer = call("POST", "/api/v1/auth/login", data=credentials)
+            assert answer.status_code == 200, answer.text
+            return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+        def new_account(address: str) -> dict[str, str]:
+            body = {"email": address, "password": OWNER_PASSWORD}
+            answer = call("POST", "/api/v1/auth/register", json=body)
+            assert answer.status_code == 202, answer.text
+            token = outbox_token(machine.project, address, "Confirm")
+            assert call("POST", "/api/v1/auth/verify", json={"token": token}).status_code == 204
+            return sign_in(address)
+
+        owner_headers = sign_in(owner["EMAIL"])
+        org = call("GET", "/api/v1/organizations", headers=owner_headers).json()["items"][0]["id"]
+        member = new_account("lin@example.com")
+        invited = call(
+            "POST",
+            f"/api/v1/organizations/{org}/invitations",
+            headers=owner_headers,
+            json={"email": "lin@example.com"},
+        )
+        assert invited.status_code == 201, invited.text
+        accept = {"token": outbox_token(machine.project, "lin@example.com", "invited")}
+        joined = call("POST", "/api/v1/invitations/accept", headers=member, json=accept)
+        assert joined.status_code == 200, joined.text
+        user_id = call("GET", "/api/v1/users/me", headers=member).json()["id"]
+        grace = new_account("grace@example.com")
+    real_curl = shutil.which("curl")
+    assert real_curl, "the README's examples need curl: apt-get install curl"
+    assert shutil.which("jq"), "the README's examples need jq: apt-get install jq"
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "curl").write_text(CURL_SHIM.format(curl=real_curl))
+    (shim / "curl").chmod(0o755)
+    return {
+        **machine.env,
+        **owner,
+        "PATH": f"{shim}{os.pathsep}{machine.env['PATH']}",
+        "ORG": org,
+        "USER_ID": user_id,
+        "GRACE_TOKEN": grace["Authorization"].removeprefix("Bearer "),
+    }
 
 
 def test_the_readmes_update_command_takes_a_new_release_after_the_commands_above(

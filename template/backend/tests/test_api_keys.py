@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,8 +23,8 @@ from app.core.clock import as_utc, utcnow
 from app.core.config import Settings
 from app.core.rbac import Role
 from app.core.security import API_KEY_PREFIX, api_key_digest
-from app.models import ApiKey, User
-from app.services import api_key_service
+from app.models import ApiKey, Membership, User
+from app.services import api_key_service, organization_service
 from tests.support import (
     access_token,
     add_api_key,
@@ -438,3 +439,123 @@ async def test_last_used_at_is_written_at_most_once_a_minute(
     assert key is not None
     assert key.last_used_at is not None
     assert as_utc(key.last_used_at) > first_use
+
+
+async def test_a_key_of_an_unverified_creator_cannot_upload(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    owner = await add_user(app, "owner@example.com", verified=False)
+    organization = await organization_of(app, owner)
+    secret, _ = await add_api_key(app, settings, organization, owner, Role.OWNER)
+    response = await client.post(
+        f"/api/v1/organizations/{organization}/files",
+        headers=bearer(secret),
+        files={"file": ("notes.txt", b"meeting notes\n", "text/plain")},
+    )
+    assert response.status_code == 403
+    assert "Verify your email" in response.json()["error"]["message"]
+
+
+async def test_a_use_is_recorded_whatever_the_answer(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    owner = await add_user(app, "owner@example.com")
+    organization = await organization_of(app, owner)
+    secret, key_id = await add_api_key(app, settings, organization, owner)
+    # A member key may not rename the organization: a 403, after the key was checked.
+    refused = await client.patch(
+        f"/api/v1/organizations/{organization}", headers=bearer(secret), json={"name": "No"}
+    )
+    assert refused.status_code == 403
+    key = await stored_key(app, key_id)
+    assert key is not None
+    assert key.last_used_at is not None
+
+
+async def test_a_failure_to_record_a_use_leaves_the_answer_alone(
+    app: FastAPI,
+    client: AsyncClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    owner = await add_user(app, "owner@example.com")
+    organization = await organization_of(app, owner)
+    secret, key_id = await add_api_key(app, settings, organization, owner)
+
+    def unreachable(sessionmaker: object) -> object:
+        # What the driver raises itself when the database's address stops answering.
+        raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setattr(api_key_service, "session_scope", unreachable)
+    with caplog.at_level(logging.WARNING):
+        response = await client.get(f"/api/v1/organizations/{organization}", headers=bearer(secret))
+    assert response.status_code == 200
+    # One warning, and no error: nothing reaches the server's error log after the answer.
+    logged = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert [record.levelname for record in logged] == ["WARNING"]
+    assert "Could not record the use of API key" in logged[0].getMessage()
+    key = await stored_key(app, key_id)
+    assert key is not None
+    assert key.last_used_at is None
+
+
+async def test_a_route_with_two_guards_spends_one_request_of_the_budget(
+    settings: Settings,
+) -> None:
+    async with running_app(settings, API_KEY_LIMIT_PER_KEY="2/minute") as (app, client):
+        owner = await add_user(app, "owner@example.com")
+        organization = await organization_of(app, owner)
+        member = await add_user(app, "member@example.com")
+        await join(app, organization, member, Role.MEMBER)
+        secret, _ = await add_api_key(app, settings, organization, owner, Role.OWNER)
+        path = f"/api/v1/organizations/{organization}"
+        # The route's own guard (owners) and its member's lookup (any member): one request.
+        changed = await client.put(
+            f"{path}/members/{member.id}/role", headers=bearer(secret), json={"role": "admin"}
+        )
+        assert changed.status_code == 200, changed.text
+        assert (await client.get(path, headers=bearer(secret))).status_code == 200
+        assert (await client.get(path, headers=bearer(secret))).status_code == 429
+
+
+async def test_a_keys_own_role_holds_against_what_changed_before_the_lock(
+    app: FastAPI, settings: Settings
+) -> None:
+    """An admin key of an owner, on its way to remove a member who is made admin before
+    the removal takes its lock: under the lock, the key is still an admin's and may not
+    remove an admin, whatever its creator could."""
+    owner = await add_user(app, "owner@example.com")
+    organization = await organization_of(app, owner)
+    target = await add_user(app, "target@example.com")
+    await join(app, organization, target, Role.MEMBER)
+    secret, _ = await add_api_key(app, settings, organization, owner, Role.ADMIN)
+    async with app.state.sessionmaker() as session:
+        access, _key = await api_key_service.access(session, settings, secret, organization)
+        membership = await organization_service.get_member(session, access.organization, target.id)
+        assert (access.role, membership.role) == (Role.ADMIN, Role.MEMBER)
+        await session.commit()
+        async with app.state.sessionmaker.begin() as other:
+            await other.execute(
+                update(Membership)
+                .where(Membership.organization_id == organization, Membership.user_id == target.id)
+                .values(role=Role.ADMIN)
+            )
+        with pytest.raises(organization_service.OrganizationPolicyError):
+            await organization_service.remove_member(session, access, membership)
+    async with app.state.sessionmaker() as session:
+        stays = await session.scalar(
+            select(Membership.role).where(
+                Membership.organization_id == organization, Membership.user_id == target.id
+            )
+        )
+    assert stays is Role.ADMIN
+
+
+async def test_the_new_keys_answer_is_kept_by_no_cache(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    owner = await add_user(app, "owner@example.com")
+    response = await create_key(client, app, settings, owner)
+    assert response.status_code == 201
+    assert response.headers["Cache-Control"] == "no-store"

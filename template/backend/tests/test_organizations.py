@@ -149,22 +149,25 @@ ORG_REQUESTS: dict[Route, RequestMaker] = {
 # member the target, on the target's file and on a member key an admin made. To an
 # outsider the organization does not exist, nor to a key of another organization;
 # anonymous requests are refused before anything is looked up. A key does what its role
-# allows, except what acts in person (leaving, inviting, managing keys): 403 for any key.
+# allows, except what is done in person (deleting the organization, leaving, inviting,
+# managing keys): 403 for any key of the organization.
 ORG_MATRIX: dict[Route, tuple[int, ...]] = {
     ("GET", ORG): (200, 200, 200, 404, 401, 200, 200, 200, 404),
     ("PATCH", ORG): (200, 200, 403, 404, 401, 200, 200, 403, 404),
-    ("DELETE", ORG): (204, 403, 403, 404, 401, 204, 403, 403, 404),
+    # Deleting the organization is done in person: no key does it.
+    ("DELETE", ORG): (204, 403, 403, 404, 401, 403, 403, 403, 404),
     ("GET", f"{ORG}/members"): (200, 200, 200, 404, 401, 200, 200, 200, 404),
     ("PUT", f"{ORG}/members/{{user_id}}/role"): (200, 403, 403, 404, 401, 200, 403, 403, 404),
     ("DELETE", f"{ORG}/members/{{user_id}}"): (204, 204, 403, 404, 401, 204, 204, 403, 404),
     # The owner is the only one: the last owner cannot leave.
-    ("POST", f"{ORG}/leave"): (409, 204, 204, 404, 401, 403, 403, 403, 403),
+    ("POST", f"{ORG}/leave"): (409, 204, 204, 404, 401, 403, 403, 403, 404),
     ("POST", f"{ORG}/files"): (201, 201, 201, 404, 401, 201, 201, 201, 404),
     ("GET", f"{ORG}/files"): (200, 200, 200, 404, 401, 200, 200, 200, 404),
     ("GET", f"{ORG}/files/{{file_id}}"): (200, 200, 200, 404, 401, 200, 200, 200, 404),
     ("GET", f"{ORG}/files/{{file_id}}/download"): (200, 200, 200, 404, 401, 200, 200, 200, 404),
     # The file is the target's, a member's: the acting member may read it, not delete it.
     ("DELETE", f"{ORG}/files/{{file_id}}"): (204, 204, 403, 404, 401, 204, 204, 403, 404),
+    # These two take a verified account, and say so to any key first.
     ("POST", f"{ORG}/invitations"): (201, 201, 403, 404, 401, 403, 403, 403, 403),
     ("GET", f"{ORG}/invitations"): (200, 200, 403, 404, 401, 200, 200, 403, 404),
     ("DELETE", f"{ORG}/invitations/{{invitation_id}}"): (
@@ -179,8 +182,8 @@ ORG_MATRIX: dict[Route, tuple[int, ...]] = {
         404,
     ),
     ("POST", f"{ORG}/api-keys"): (201, 201, 403, 404, 401, 403, 403, 403, 403),
-    ("GET", f"{ORG}/api-keys"): (200, 200, 403, 404, 401, 403, 403, 403, 403),
-    ("DELETE", f"{ORG}/api-keys/{{key_id}}"): (204, 204, 403, 404, 401, 403, 403, 403, 403),
+    ("GET", f"{ORG}/api-keys"): (200, 200, 403, 404, 401, 403, 403, 403, 404),
+    ("DELETE", f"{ORG}/api-keys/{{key_id}}"): (204, 204, 403, 404, 401, 403, 403, 403, 404),
 }
 
 PATH_PARAMETERS: dict[str, Callable[[World], uuid.UUID]] = {

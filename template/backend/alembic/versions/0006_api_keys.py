@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("secret_hash", name=op.f("uq_api_keys_secret_hash")),
     )
+    op.create_index(op.f("ix_api_keys_created_by"), "api_keys", ["created_by"], unique=False)
     op.create_index(
         op.f("ix_api_keys_organization_id"), "api_keys", ["organization_id"], unique=False
     )
@@ -56,4 +57,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_api_keys_organization_id"), table_name="api_keys")
+    op.drop_index(op.f("ix_api_keys_created_by"), table_name="api_keys")
     op.drop_table("api_keys")

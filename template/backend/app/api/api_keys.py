@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Response, status
 
+from app.api.auth import NO_STORE
 from app.api.deps import (
     ManagerInPerson,
     PagingDep,
@@ -32,10 +33,16 @@ router = APIRouter(prefix="/organizations/{org_id}/api-keys", tags=["api keys"])
 )
 @raises(api_key_service.create)
 async def create_api_key(
-    body: ApiKeyIn, manager: ManagerInPerson, session: SessionDep, settings: SettingsDep
+    body: ApiKeyIn,
+    manager: ManagerInPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> ApiKeyCreated:
     """A new key with a role no higher than the caller's. Its `secret` is in this answer
     only: store it now, it cannot be shown again."""
+    # A secret: no cache on the way keeps the answer.
+    response.headers.update(NO_STORE)
     key, secret = await api_key_service.create(
         session, settings, manager, name=body.name, role=body.role, expires_at=body.expires_at
     )

@@ -13,7 +13,7 @@ or, to use the user in the route:
 Routes under /organizations/{org_id} are guarded by the caller's role in that
 organization with `require_org_roles`, or its aliases `OrgMember`, `OrgManager` (owners
 and admins) and `OrgOwner`; these also take the organization's API keys, with the key's
-role. `MemberInPerson` and `ManagerInPerson` take signed-in users only.
+role. `MemberInPerson`, `ManagerInPerson` and `OwnerInPerson` take signed-in users only.
 """
 
 from __future__ import annotations
@@ -234,6 +234,31 @@ class OrgRoleRequiredError(AppError):
         super().__init__("Your role in this organization does not allow this action.")
 
 
+@raises(get_caller, organization_service.access, api_key_service.access, RateLimitedError)
+async def get_org_access(
+    org_id: Annotated[uuid.UUID, Path()],
+    caller: Caller,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    throttle: ThrottleDep,
+    _: Annotated[None, Depends(record_api_key_use)],
+) -> OrgAccess:
+    """Who acts on the organization of the path, and with which role: the signed-in
+    member, or the organization's API key (its budget spent here). Resolved once per
+    request, however many guards of require_org_roles the route has."""
+    if caller is not None:
+        return await organization_service.access(session, caller, org_id)
+    if token is None:  # refused by get_caller already
+        raise NotAuthenticatedError
+    access, key = await api_key_service.access(session, settings, token, org_id)
+    await throttle.hit(settings.API_KEY_LIMIT_PER_KEY, "api-key", str(key.id))
+    if api_key_service.needs_use_recorded(key):
+        request.state.api_key_used = key.id
+    return access
+
+
 def require_org_roles(*roles: Role, api_keys: bool = True) -> Callable[..., Awaitable[OrgAccess]]:
     """A dependency that resolves the organization named by the path's `org_id` and lets
     through its members holding one of `roles` (every member, when none is given), and
@@ -247,34 +272,14 @@ def require_org_roles(*roles: Role, api_keys: bool = True) -> Callable[..., Awai
         Admins = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN))]
     """
     allowed = frozenset(roles or Role)
-
-    @raises(
-        get_caller,
-        organization_service.access,
-        api_key_service.access,
-        ApiKeyNotAcceptedError,
-        RateLimitedError,
-        OrgRoleRequiredError,
+    refusals = ([] if api_keys else [ApiKeyNotAcceptedError]) + (
+        [OrgRoleRequiredError] if roles else []
     )
-    async def dependency(
-        org_id: Annotated[uuid.UUID, Path()],
-        caller: Caller,
-        token: Annotated[str, Depends(oauth2_scheme)],
-        request: Request,
-        session: SessionDep,
-        settings: SettingsDep,
-        throttle: ThrottleDep,
-        _: Annotated[None, Depends(record_api_key_use)],
-    ) -> OrgAccess:
-        if caller is not None:
-            access = await organization_service.access(session, caller, org_id)
-        elif not api_keys:
+
+    @raises(get_org_access, *refusals)
+    async def dependency(access: Annotated[OrgAccess, Depends(get_org_access)]) -> OrgAccess:
+        if access.api_key is not None and not api_keys:
             raise ApiKeyNotAcceptedError
-        else:
-            access, key = await api_key_service.access(session, settings, token, org_id)
-            await throttle.hit(settings.API_KEY_LIMIT_PER_KEY, "api-key", str(key.id))
-            if api_key_service.needs_use_recorded(key):
-                request.state.api_key_used = key.id
         if access.role not in allowed:
             raise OrgRoleRequiredError
         return access
@@ -296,11 +301,12 @@ async def get_verified_member(member: OrgMember) -> OrgAccess:
 VerifiedOrgMember = Annotated[OrgAccess, Depends(get_verified_member)]
 OrgManager = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN))]
 OrgOwner = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER))]
-# For what acts in person, which no API key may do.
+# For what is done in person, which no API key may do.
 MemberInPerson = Annotated[OrgAccess, Depends(require_org_roles(api_keys=False))]
 ManagerInPerson = Annotated[
     OrgAccess, Depends(require_org_roles(Role.OWNER, Role.ADMIN, api_keys=False))
 ]
+OwnerInPerson = Annotated[OrgAccess, Depends(require_org_roles(Role.OWNER, api_keys=False))]
 
 
 # OFFSET is a 64-bit integer in PostgreSQL and SQLite: a larger one is refused with a 422

@@ -18,6 +18,7 @@ from app.api.deps import (
     OrgManager,
     OrgMember,
     OrgOwner,
+    OwnerInPerson,
     PagingDep,
     SessionDep,
     SettingsDep,
@@ -82,8 +83,9 @@ async def rename_organization(
 
 @router.delete("/{org_id}", status_code=status.HTTP_204_NO_CONTENT)
 @raises(organization_service.delete)
-async def delete_organization(owner: OrgOwner, session: SessionDep, jobs: JobsDep) -> None:
-    """Delete the organization, its memberships and its files."""
+async def delete_organization(owner: OwnerInPerson, session: SessionDep, jobs: JobsDep) -> None:
+    """Delete the organization, its memberships and its files: in person, never with an
+    API key."""
     await organization_service.delete(session, jobs, owner)
 
 

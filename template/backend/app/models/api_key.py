@@ -33,8 +33,11 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The key acts for its creator, with at most the creator's present role: when the
     # creator leaves the organization or the account goes, the key stops working.
-    created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_by: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Written at most once a minute per key (API_KEY_USE_RECORD_SECONDS), not per request.
+    # Written at most once a minute per key (api_key_service.USE_RECORD_SECONDS), not per
+    # request.
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

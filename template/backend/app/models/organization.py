@@ -61,6 +61,13 @@ class OrgAccess:
     user: User
     api_key: ApiKey | None = None
 
+    @property
+    def actor(self) -> str:
+        """Who acts, as logs name it: the user, or the API key and the user it acts for."""
+        if self.api_key is None:
+            return f"user {self.user.id}"
+        return f"API key {self.api_key.prefix} ({self.api_key.id}) of user {self.user.id}"
+
     def capped(self, role: Role | None) -> Role | None:
         """`role`, the user's role in the organization as read again under a lock, as far
         as this access may use it: no further than the API key's role."""

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import as_utc, utcnow
@@ -122,7 +121,7 @@ async def revoke(session: AsyncSession, actor: OrgAccess, key_id: uuid.UUID) -> 
         raise ApiKeyPolicyError("Admins revoke keys of members and their own only; ask an owner.")
     await session.delete(key)
     await session.flush()
-    logger.info("API key %s (%s) revoked by user %s", key.id, key.prefix, actor.user.id)
+    logger.info("API key %s (%s) revoked by %s", key.id, key.prefix, actor.actor)
     return key
 
 
@@ -192,6 +191,6 @@ async def record_use(sessionmaker: async_sessionmaker[AsyncSession], key_id: uui
                 )
                 .values(last_used_at=now)
             )
-    except SQLAlchemyError as exc:
+    except Exception as exc:  # noqa: BLE001 - the driver's own errors too, as the database goes
         # The request was answered already; the next one records the use.
         logger.warning("Could not record the use of API key %s: %s", key_id, exc)

@@ -151,9 +151,9 @@ async def upload(
         await storage.delete(file.object_key)
         raise
     logger.info(
-        "File %s uploaded by user %s into organization %s: %d bytes",
+        "File %s uploaded by %s into organization %s: %d bytes",
         file.id,
-        uploader.user.id,
+        uploader.actor,
         uploader.organization.id,
         file.size,
     )
@@ -193,7 +193,7 @@ async def delete(session: AsyncSession, storage: Storage, actor: OrgAccess, file
     # tried again, rather than leaving an object nothing refers to.
     await storage.delete(file.object_key)
     await session.delete(file)
-    logger.info("File %s deleted by user %s", file.id, actor.user.id)
+    logger.info("File %s deleted by %s", file.id, actor.actor)
 
 
 # Object keys per removal job: a large organization's files go in several jobs, none of

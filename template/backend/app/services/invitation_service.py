@@ -180,7 +180,7 @@ async def revoke(session: AsyncSession, actor: OrgAccess, invitation_id: uuid.UU
         raise InvitationPolicyError("Admins revoke invitations of members only; ask an owner.")
     await session.delete(invitation)
     await session.flush()
-    logger.info("Invitation %s revoked by user %s", invitation.id, actor.user.id)
+    logger.info("Invitation %s revoked by %s", invitation.id, actor.actor)
 
 
 async def _inviter_may_still_grant(session: AsyncSession, invitation: Invitation) -> bool:

@@ -144,7 +144,7 @@ async def get_member(
 async def rename(session: AsyncSession, actor: OrgAccess, name: str) -> Organization:
     actor.organization.name = name
     await session.flush()
-    logger.info("Organization %s renamed by user %s", actor.organization.id, actor.user.id)
+    logger.info("Organization %s renamed by %s", actor.organization.id, actor.actor)
     return actor.organization
 
 
@@ -155,7 +155,7 @@ async def delete(session: AsyncSession, jobs: Jobs, actor: OrgAccess) -> None:
     await file_service.remove_objects_of(session, jobs, actor.organization.id)
     await session.delete(actor.organization)
     await session.flush()
-    logger.info("Organization %s deleted by user %s", actor.organization.id, actor.user.id)
+    logger.info("Organization %s deleted by %s", actor.organization.id, actor.actor)
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,12 @@ async def change_role(
     target.role = role
     await session.flush()
     logger.info(
-        "Role of user %s in organization %s changed from %s to %s by user %s",
+        "Role of user %s in organization %s changed from %s to %s by %s",
         target.user_id,
         actor.organization.id,
         previous.value,
         role.value,
-        actor.user.id,
+        actor.actor,
     )
     return target
 
@@ -256,10 +256,10 @@ async def remove_member(session: AsyncSession, actor: OrgAccess, target: Members
     await api_key_service.delete_keys_of(session, actor.organization.id, target.user_id)
     await session.flush()
     logger.info(
-        "User %s removed from organization %s by user %s",
+        "User %s removed from organization %s by %s",
         target.user_id,
         actor.organization.id,
-        actor.user.id,
+        actor.actor,
     )
 
 
