@@ -292,7 +292,7 @@ README_ROWS = (
             "{org_jwt_server_cpu_per_request} ms CPU, {org_jwt_statements} statements; "
             "key/JWT {org_key_to_jwt} %"
         ),
-        "key ≥ 90 % of the JWT",
+        "key ≥ 80 % of the JWT",
     ),
     (
         "login p50 / p99 (Argon2id m=19 MiB t=2 p=1, OWASP's minimum; 50 in a row)",
