@@ -297,14 +297,20 @@ def chunks(block: str) -> list[str]:
 
 
 def outbox_token(project: Path, address: str, subject_part: str) -> str:
-    """The token in the newest email to `address` whose subject has `subject_part`."""
+    """The token in the newest email to `address` whose subject has `subject_part`,
+    waiting for it: the app sends its email after the answer."""
     outbox = project / "backend" / "data" / "outbox"
-    found = []
-    for path in outbox.glob("*.eml"):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        if message["To"] == address and subject_part in message["Subject"]:
-            found.append((path.stat().st_mtime_ns, message))
-    assert found, f"no email to {address} about {subject_part!r} in {outbox}"
+    deadline = time.monotonic() + 30
+    while True:
+        found = []
+        for path in outbox.glob("*.eml"):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if message["To"] == address and subject_part in message["Subject"]:
+                found.append((path.stat().st_mtime_ns, message))
+        if found:
+            break
+        assert time.monotonic() < deadline, f"no email to {address} about {subject_part!r}"
+        time.sleep(0.1)
     body = max(found, key=lambda item: item[0])[1].get_body(preferencelist=("plain",))
     assert body is not None
     token = re.search(r"#token=([A-Za-z0-9_-]+)", body.get_content())
@@ -356,7 +362,9 @@ def test_the_readmes_curl_examples_work_against_the_running_api(
                     env["INVITATION_TOKEN"] = outbox_token(
                         machine.project, "grace@example.com", "invited"
                     )
-                script = chunk.replace("http://127.0.0.1:8000", base)
+                # One shell session, as a reader's: what a chunk assigns, the next one has.
+                state = tmp_path / "state"
+                script = f"set -a\n{chunk.replace('http://127.0.0.1:8000', base)}\nenv -0 > {state}"
                 result = subprocess.run(
                     ["bash", "-euo", "pipefail", "-c", script],
                     cwd=tmp_path,
@@ -369,6 +377,8 @@ def test_the_readmes_curl_examples_work_against_the_running_api(
                 assert result.returncode == 0, (
                     f"{chunk}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
                 )
+                pairs = state.read_text().split("\0")
+                env = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
     finally:
         stop(process)
     assert git(machine.project, "status", "--porcelain") == ""
