@@ -597,7 +597,7 @@ def measure_throughput(project: Path) -> dict[str, Result]:
             created = client.post(
                 f"/api/v1/organizations/{org}/api-keys",
                 headers={"Authorization": f"Bearer {token}"},
-                json={"name": "bench", "role": "owner"},
+                json={"name": "bench", "role": "owner", "password": PASSWORD},
             )
             created.raise_for_status()
         credentials = {"jwt": token, "key": created.json()["secret"]}

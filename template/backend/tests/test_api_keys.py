@@ -26,6 +26,7 @@ from app.core.security import API_KEY_PREFIX, api_key_digest
 from app.models import ApiKey, Membership, User
 from app.services import api_key_service, organization_service
 from tests.support import (
+    PASSWORD,
     access_token,
     add_api_key,
     add_user,
@@ -46,7 +47,9 @@ async def create_key(
 ) -> Response:
     token = await access_token(app, settings, creator.id)
     return await client.post(
-        await keys_path(app, creator), headers=bearer(token), json={"name": "CI", **body}
+        await keys_path(app, creator),
+        headers=bearer(token),
+        json={"name": "CI", "password": PASSWORD, **body},
     )
 
 
@@ -124,7 +127,7 @@ async def test_a_keys_role_is_at_most_its_creators(
     response = await client.post(
         f"/api/v1/organizations/{organization}/api-keys",
         headers=bearer(token),
-        json={"name": "deploy", "role": key_role},
+        json={"name": "deploy", "role": key_role, "password": PASSWORD},
     )
     assert response.status_code == expected, response.text
 
@@ -146,7 +149,9 @@ async def test_a_key_cannot_make_keys(
         app, settings, await organization_of(app, owner), owner, Role.OWNER
     )
     response = await client.post(
-        await keys_path(app, owner), headers=bearer(secret), json={"name": "another"}
+        await keys_path(app, owner),
+        headers=bearer(secret),
+        json={"name": "another", "password": PASSWORD},
     )
     assert response.status_code == 403
     assert "API key" in response.json()["error"]["message"]
@@ -172,7 +177,9 @@ async def test_a_bad_key_request_is_a_422_that_says_why(
 ) -> None:
     owner = await add_user(app, "owner@example.com")
     token = await access_token(app, settings, owner.id)
-    response = await client.post(await keys_path(app, owner), headers=bearer(token), json=body)
+    response = await client.post(
+        await keys_path(app, owner), headers=bearer(token), json={"password": PASSWORD, **body}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"]
 
@@ -559,3 +566,21 @@ async def test_the_new_keys_answer_is_kept_by_no_cache(
     response = await create_key(client, app, settings, owner)
     assert response.status_code == 201
     assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_a_key_takes_the_creators_password_on_the_login_budget(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    """An access token alone, stolen, makes no key: creating one takes the password, and
+    guessing it spends the budget logins spend."""
+    owner = await add_user(app, "owner@example.com")
+    answers = [
+        await create_key(client, app, settings, owner, password=f"guess number {number}")
+        for number in range(6)
+    ]
+    assert [answer.status_code for answer in answers] == [400] * 5 + [429]
+    assert answers[0].json()["error"]["message"] == "The current password is not correct."
+    # Spent: the right password waits for the budget too, and no key was made.
+    assert (await create_key(client, app, settings, owner)).status_code == 429
+    async with app.state.sessionmaker() as session:
+        assert (await session.scalars(select(ApiKey))).all() == []

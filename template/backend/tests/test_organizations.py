@@ -25,6 +25,7 @@ from app.core.security import digest, new_opaque_token
 from app.models import File, Invitation, Membership, Organization, User
 from app.services import file_service
 from tests.support import (
+    PASSWORD,
     access_token,
     add_api_key,
     add_user,
@@ -142,7 +143,9 @@ ORG_REQUESTS: dict[Route, RequestMaker] = {
         "files": {"file": ("notes.txt", b"meeting notes\n", "text/plain")}
     },
     ("POST", f"{ORG}/invitations"): lambda world: {"json": {"email": "new@example.com"}},
-    ("POST", f"{ORG}/api-keys"): lambda world: {"json": {"name": "CI", "role": "member"}},
+    ("POST", f"{ORG}/api-keys"): lambda world: {
+        "json": {"name": "CI", "role": "member", "password": PASSWORD}
+    },
 }
 
 # Expected status per actor, in the order of ACTORS, acting on the organization, on its

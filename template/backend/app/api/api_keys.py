@@ -16,11 +16,12 @@ from app.api.deps import (
     PagingDep,
     SessionDep,
     SettingsDep,
+    ThrottleDep,
     get_verified_user,
 )
 from app.core.errors import raises
 from app.schemas.api_key import ApiKeyCreated, ApiKeyIn, ApiKeyOut, ApiKeyPage
-from app.services import api_key_service
+from app.services import api_key_service, auth_service
 
 router = APIRouter(prefix="/organizations/{org_id}/api-keys", tags=["api keys"])
 
@@ -31,16 +32,18 @@ router = APIRouter(prefix="/organizations/{org_id}/api-keys", tags=["api keys"])
     response_model=ApiKeyCreated,
     dependencies=[Depends(get_verified_user)],
 )
-@raises(api_key_service.create)
+@raises(auth_service.confirm_password, api_key_service.create)
 async def create_api_key(
     body: ApiKeyIn,
     manager: ManagerInPerson,
     session: SessionDep,
     settings: SettingsDep,
+    throttle: ThrottleDep,
     response: Response,
 ) -> ApiKeyCreated:
-    """A new key with a role no higher than the caller's. Its `secret` is in this answer
-    only: store it now, it cannot be shown again."""
+    """A new key with a role no higher than the caller's, for the caller's password. Its
+    `secret` is in this answer only: store it now, it cannot be shown again."""
+    await auth_service.confirm_password(settings, throttle, manager.user, body.password)
     # A secret: no cache on the way keeps the answer.
     response.headers.update(NO_STORE)
     key, secret = await api_key_service.create(

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.core.clock import utcnow
 from app.core.rbac import Role
-from app.schemas.auth import StrictBody
+from app.schemas.auth import Password, StrictBody
 from app.schemas.common import Page, UtcDatetime
 from app.schemas.organization import OrganizationName
 
@@ -20,6 +20,8 @@ def _future_utc(moment: datetime) -> datetime:
 
 
 class ApiKeyIn(StrictBody):
+    # The caller's own password again: an access token alone, if stolen, makes no key.
+    password: str = Password
     name: OrganizationName
     role: Role = Role.MEMBER
     # With a time zone (2030-01-01T00:00:00Z); none: the key lasts until it is revoked.

@@ -75,7 +75,7 @@ class UnacceptableInputError(AppError):
 
 
 class WrongPasswordError(AppError):
-    """The current password given to change it is not the account's."""
+    """The current password given (to change it, or to create an API key) is not the account's."""
 
     status_code = 400
 
@@ -275,6 +275,21 @@ async def reset(session: AsyncSession, jobs: Jobs, *, token: str, new_password: 
     logger.info("Password reset for user %s", user.id)
 
 
+@raises(WrongPasswordError, RateLimitedError)
+async def confirm_password(
+    settings: Settings, throttle: Throttle, user: User, current_password: str
+) -> None:
+    """Check the signed-in user's password again, before what a stolen access token must
+    not do alone (change the password, create an API key). Checked against the same
+    budget as logins, spent before the check, so that such a token opens no way to guess
+    the password."""
+    await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
+    valid, _ = await verify_password(current_password, user.hashed_password)
+    if not valid:
+        raise WrongPasswordError
+    await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
+
+
 @raises(WrongPasswordError, UnacceptableInputError, RateLimitedError, QueueUnavailableError)
 async def change_password(
     session: AsyncSession,
@@ -287,13 +302,7 @@ async def change_password(
     new_password: str,
 ) -> Tokens:
     """Change the password, sign out every session, and return tokens for a new one."""
-    # Current passwords are checked against the same budget as logins, spent before the
-    # check, so a stolen access token does not open a way to guess the password.
-    await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
-    valid, _ = await verify_password(current_password, user.hashed_password)
-    if not valid:
-        raise WrongPasswordError
-    await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
+    await confirm_password(settings, throttle, user, current_password)
     if new_password == current_password:
         raise UnacceptableInputError("The new password must differ from the current one.")
     _check_new_password(new_password, user.email)
