@@ -140,8 +140,9 @@ class ApiKeyNotAcceptedError(AppError):
     def __init__(self) -> None:
         super().__init__(
             "An API key does not open this route: a key works only on its organization's"
-            " routes under /api/v1/organizations/{org_id}, except those that act in person"
-            " (leaving, inviting, managing API keys). Sign in instead."
+            " routes under /api/v1/organizations/{org_id}, except those done in person"
+            " (deleting the organization, leaving, inviting, managing API keys). Sign in"
+            " instead."
         )
 
 
