@@ -5,17 +5,17 @@ from __future__ import annotations
 import email
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,12 +28,35 @@ from app.models import ApiKey, Base, Membership, User
 from app.services import organization_service, token_service
 
 PASSWORD = "correct horse battery staple"
+World = TypeVar("World")
 
 
 async def empty_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             await connection.execute(delete(table))
+
+
+async def matrix_row(
+    app: FastAPI,
+    method: str,
+    expected: dict[str, int],
+    make_world: Callable[[], Awaitable[World]],
+    call: Callable[[World, str], Awaitable[Response]],
+) -> dict[str, str]:
+    """A row of an authorization matrix: each actor of `expected` in turn, the world built
+    again after a request that changed it, so that every actor meets the same one. What
+    was not as expected, by actor."""
+    world = await make_world()
+    wrong = {}
+    for actor, status in expected.items():
+        response = await call(world, actor)
+        if response.status_code != status:
+            wrong[actor] = f"expected {status}, got {response.status_code}: {response.text[:200]}"
+        if method != "GET" and response.is_success:
+            await fresh_start(app)
+            world = await make_world()
+    return wrong
 
 
 async def fresh_start(app: FastAPI) -> None:

@@ -34,7 +34,7 @@ from tests.support import (
     add_user,
     bearer,
     empty_tables,
-    fresh_start,
+    matrix_row,
     operations,
     organization_of,
 )
@@ -483,22 +483,13 @@ async def test_a_missing_row_is_measured_with_the_request_given(
 async def test_authorization_matrix(
     app: FastAPI, client: AsyncClient, settings: Settings, route: tuple[str, str]
 ) -> None:
-    """Each actor in turn on the route; the world is built again after a request that
-    changed it, so that every actor meets the same one."""
-    world = await make_world(app, settings)
-    answers = {}
-    for actor in ACTORS:
-        response = await matrix_call(client, world, route, actor)
-        answers[actor] = (response.status_code, response.text)
-        if route[0] != "GET" and response.is_success:
-            await fresh_start(app)
-            world = await make_world(app, settings)
-    statuses = dict(zip(ACTORS, MATRIX[route], strict=True))
-    wrong = {
-        actor: f"expected {statuses[actor]}, got {status}: {text[:200]}"
-        for actor, (status, text) in answers.items()
-        if status != statuses[actor]
-    }
+    wrong = await matrix_row(
+        app,
+        route[0],
+        dict(zip(ACTORS, MATRIX[route], strict=True)),
+        lambda: make_world(app, settings),
+        lambda world, actor: matrix_call(client, world, route, actor),
+    )
     assert not wrong, wrong
 
 

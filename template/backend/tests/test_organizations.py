@@ -30,8 +30,8 @@ from tests.support import (
     add_api_key,
     add_user,
     bearer,
-    fresh_start,
     join,
+    matrix_row,
     operations,
     organization_of,
     register,
@@ -225,22 +225,13 @@ def test_the_matrix_covers_every_route_of_an_organization(app: FastAPI) -> None:
 async def test_organization_matrix(
     app: FastAPI, client: AsyncClient, settings: Settings, route: Route
 ) -> None:
-    """Each actor in turn on the route; the world is built again after a request that
-    changed it, so that every actor meets the same one."""
-    world = await make_world(app, settings)
-    answers = {}
-    for actor in ACTORS:
-        response = await call(client, world, route, actor)
-        answers[actor] = (response.status_code, response.text)
-        if route[0] != "GET" and response.is_success:
-            await fresh_start(app)
-            world = await make_world(app, settings)
-    statuses = dict(zip(ACTORS, ORG_MATRIX[route], strict=True))
-    wrong = {
-        actor: f"expected {statuses[actor]}, got {status}: {text[:200]}"
-        for actor, (status, text) in answers.items()
-        if status != statuses[actor]
-    }
+    wrong = await matrix_row(
+        app,
+        route[0],
+        dict(zip(ACTORS, ORG_MATRIX[route], strict=True)),
+        lambda: make_world(app, settings),
+        lambda world, actor: call(client, world, route, actor),
+    )
     assert not wrong, wrong
 
 
