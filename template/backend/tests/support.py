@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
@@ -28,7 +28,6 @@ from app.models import ApiKey, Base, Membership, User
 from app.services import organization_service, token_service
 
 PASSWORD = "correct horse battery staple"
-World = TypeVar("World")
 
 
 async def empty_tables(engine: AsyncEngine) -> None:
@@ -41,8 +40,8 @@ async def matrix_row(
     app: FastAPI,
     method: str,
     expected: dict[str, int],
-    make_world: Callable[[], Awaitable[World]],
-    call: Callable[[World, str], Awaitable[Response]],
+    make_world: Callable[[], Awaitable[Any]],
+    call: Callable[[Any, str], Awaitable[Response]],
 ) -> dict[str, str]:
     """A row of an authorization matrix: each actor of `expected` in turn, the world built
     again after a request that changed it, so that every actor meets the same one. What
