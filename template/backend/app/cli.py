@@ -9,9 +9,11 @@ python -m app.cli owner --json                     # {"owner": EMAIL or null}, f
 python -m app.cli openapi                          # write the API document, openapi.json
 python -m app.cli openapi --check                  # exit 1 when openapi.json is out of date
 python -m app.cli sweep-storage                    # remove what cut-short uploads left
+python -m app.cli prune                            # delete old audit events and invitations
 
-The last two give setup scripts (tools/day_one.py) a plain answer to "what changed?";
-check-email lets them refuse a bad owner email before they ask for a password.
+`migrate` and `owner --json` give setup scripts (tools/day_one.py) a plain answer to
+"what changed?"; check-email lets them refuse a bad owner email before they ask for a
+password.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from app.core.job_runtime import inline_runtime
 from app.core.migrations import current_revision, head_revisions, upgrade_to_head
 from app.core.rbac import Role
 from app.core.security import hash_password, password_problem
-from app.models import User
+from app.models import AuditType, User
+from app.models.audit import TargetType
 
 PASSWORD_VARIABLE = "OWNER_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # `owner`'s exit status when there is none: distinct from 1, which means an error.
@@ -91,9 +94,19 @@ async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
         if if_none and owner is not None:
             return f"An owner exists already ({owner.email}); nothing to do."
         user = (await session.scalars(select(User).where(User.email == email))).one_or_none()
+        # Imported here, as in sweep(): organizations bring the file service with them.
+        from app.services import audit_service, organization_service
+
         if user is not None:
             if user.role is Role.OWNER and user.is_active:
                 return f"{email} is an owner already; nothing to do."
+            audit_service.record(
+                session,
+                AuditType.USER_ROLE_CHANGED,
+                None,
+                target=(TargetType.USER, user.id),
+                details={"from": user.role.value, "to": Role.OWNER.value, "by": "cli"},
+            )
             user.role, user.is_active, user.is_verified = Role.OWNER, True, True
             return f"{email} is now an owner; its password is unchanged."
         password = read_password(email)
@@ -108,9 +121,13 @@ async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
         )
         session.add(owner)
         await session.flush()
-        # Imported here, as in sweep(): organizations bring the file service with them.
-        from app.services import organization_service
-
+        audit_service.record(
+            session,
+            AuditType.USER_REGISTERED,
+            None,
+            target=(TargetType.USER, owner.id),
+            details={"role": Role.OWNER.value, "by": "cli"},
+        )
         await organization_service.create_personal(session, owner)
         return f"Created the owner account {email}."
 
@@ -189,6 +206,19 @@ def sweep(settings: Settings) -> str:
     )
 
 
+def prune(settings: Settings) -> str:
+    # Imported here, as in sweep().
+    from app.services import retention_service
+
+    with inline_runtime(settings) as runtime:
+        pruned = runtime.run(retention_service.prune_with(runtime))
+    return (
+        f"Deleted {pruned.audit_events} audit event(s) older than "
+        f"{settings.AUDIT_RETENTION_DAYS} days (AUDIT_RETENTION_DAYS) and "
+        f"{pruned.invitations} expired invitation(s)."
+    )
+
+
 def normalised_email(settings: Settings, given: str | None) -> str:
     """The owner's address, from --email or OWNER_EMAIL, by the rule the API applies; in
     production a special-use domain is refused, since it cannot receive mail."""
@@ -253,6 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "than STORAGE_SWEEP_GRACE_SECONDS."
         ),
     )
+    commands.add_parser(
+        "prune",
+        help="delete audit events past AUDIT_RETENTION_DAYS and expired invitations, now",
+        description=(
+            "What a worker does every hour: delete the audit events older than "
+            "AUDIT_RETENTION_DAYS and the invitations that have expired."
+        ),
+    )
     document = commands.add_parser(
         "openapi", help="write the API document (openapi.json at the project root)"
     )
@@ -275,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "sweep-storage":
             print(sweep(settings))
+            return 0
+        if args.command == "prune":
+            print(prune(settings))
             return 0
         if args.command == "owner":
             found = asyncio.run(find_owner(settings))

@@ -285,6 +285,7 @@ MATRIX_REQUESTS: dict[tuple[str, str], RequestMaker] = {
     ("POST", "/api/v1/organizations"): json_body(lambda w: {"name": "Acme"}),
     ("GET", "/api/v1/organizations"): nothing,
     ("POST", "/api/v1/invitations/accept"): json_body(lambda w: {"token": "no such token"}),
+    ("GET", "/api/v1/audit-events"): nothing,
 }
 
 ACTORS = ("owner", "admin", "member", "anonymous", "api key")
@@ -318,6 +319,8 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/v1/organizations"): (200, 200, 200, 401, 403),
     # Every real acceptance is in test_invitations.py; here, a token of no invitation.
     ("POST", "/api/v1/invitations/accept"): (400, 400, 400, 401, 403),
+    # Every event of the platform: its owners' alone.
+    ("GET", "/api/v1/audit-events"): (200, 403, 403, 401, 403),
 }
 
 # The path parameters the matrix fills from the world. Any other gets a fresh id: of

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import cli
 from app.core import migrations
+from app.core.clock import as_utc, utcnow
 from app.core.config import Environment, Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import upgrade_to_head
 from app.core.rbac import Role
 from app.core.security import password_hash
 from app.core.storage import KEY_PREFIX
-from app.models import User
+from app.models import AuditEvent, AuditType, User
+from app.services import audit_service
 from tests.fixtures import TEST_SECRET_KEY
 from tests.support import PASSWORD, password_hash_of_password
 
@@ -257,3 +260,45 @@ def test_sweep_storage_removes_an_old_object_no_file_refers_to(
     assert "Removed 1 object(s) no file referred to, 0 file(s)" in capsys.readouterr().out
     assert not orphan.exists()
     assert fresh.exists()
+
+
+def test_prune_deletes_old_audit_events_and_says_how_many(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def add_events(session: AsyncSession) -> None:
+        for age in (40, 10):
+            event = audit_service.record(session, AuditType.LOGOUT, None)
+            event.created_at = utcnow() - timedelta(days=age)
+
+    in_database(database, add_events)
+    monkeypatch.setenv("AUDIT_RETENTION_DAYS", "30")
+    get_settings.cache_clear()
+    assert cli.main(["prune"]) == 0
+    assert (
+        "Deleted 1 audit event(s) older than 30 days (AUDIT_RETENTION_DAYS) and 0 expired"
+        in capsys.readouterr().out
+    )
+
+    async def ages(session: AsyncSession) -> list[int]:
+        return [
+            (utcnow() - as_utc(moment)).days
+            for moment in await session.scalars(select(AuditEvent.created_at))
+        ]
+
+    assert in_database(database, ages) == [10]
+
+
+def test_create_owner_is_an_audit_event(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cli.PASSWORD_VARIABLE, PASSWORD)
+    assert cli.main(["create-owner", "--email", "boss@example.com"]) == 0
+    add_member(database, "second@example.com")
+    assert cli.main(["create-owner", "--email", "second@example.com"]) == 0
+
+    async def events(session: AsyncSession) -> list[tuple[str, dict[str, Any]]]:
+        rows = await session.scalars(select(AuditEvent).order_by(AuditEvent.created_at))
+        return [(row.type, row.details) for row in rows if row.type.startswith("user.")]
+
+    assert in_database(database, events) == [
+        ("user.registered", {"role": "owner", "by": "cli"}),
+        ("user.role_changed", {"from": "member", "to": "owner", "by": "cli"}),
+    ]

@@ -56,6 +56,8 @@ OPERATION_IDS = {
     ("POST", "/api/v1/organizations/{org_id}/api-keys"): "api-keys-create",
     ("GET", "/api/v1/organizations/{org_id}/api-keys"): "api-keys-list",
     ("DELETE", "/api/v1/organizations/{org_id}/api-keys/{key_id}"): "api-keys-revoke",
+    ("GET", "/api/v1/organizations/{org_id}/audit-events"): "audit-list-organization-events",
+    ("GET", "/api/v1/audit-events"): "audit-list-events",
     ("POST", "/api/v1/organizations/{org_id}/files"): "files-upload",
     ("GET", "/api/v1/organizations/{org_id}/files"): "files-list",
     ("GET", "/api/v1/organizations/{org_id}/files/{file_id}"): "files-read",

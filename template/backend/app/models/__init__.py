@@ -1,6 +1,7 @@
 """SQLAlchemy models. Import every model here so that Alembic sees the whole schema."""
 
 from app.models.api_key import ApiKey
+from app.models.audit import AuditEvent, AuditType
 from app.models.base import Base
 from app.models.file import File, FileStatus
 from app.models.invitation import Invitation
@@ -10,6 +11,8 @@ from app.models.user import User
 
 __all__ = [
     "ApiKey",
+    "AuditEvent",
+    "AuditType",
     "Base",
     "File",
     "FileStatus",

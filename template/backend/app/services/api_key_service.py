@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import as_utc, utcnow
@@ -28,7 +28,9 @@ from app.core.db import session_scope
 from app.core.errors import AppError, NotFoundError, raises
 from app.core.rbac import RANK, Role, lower, manages
 from app.core.security import API_KEY_MAX_LENGTH, api_key_digest, new_api_key
-from app.models import ApiKey, Membership, OrgAccess, Organization, User
+from app.models import ApiKey, AuditType, Membership, OrgAccess, Organization, User
+from app.models.audit import TargetType
+from app.services import audit_service
 
 logger = logging.getLogger("app.api_keys")
 
@@ -87,6 +89,13 @@ async def create(
     )
     session.add(key)
     await session.flush()
+    audit_service.record(
+        session,
+        AuditType.API_KEY_CREATED,
+        creator,
+        target=(TargetType.API_KEY, key.id),
+        details={"name": name, "prefix": prefix, "role": role.value},
+    )
     logger.info(
         "API key %s (%s) of organization %s created by user %s with role %s",
         key.id,
@@ -120,6 +129,13 @@ async def revoke(session: AsyncSession, actor: OrgAccess, key_id: uuid.UUID) -> 
     if key.created_by != actor.user.id and not manages(actor.role, key.role):
         raise ApiKeyPolicyError("Admins revoke keys of members and their own only; ask an owner.")
     await session.delete(key)
+    audit_service.record(
+        session,
+        AuditType.API_KEY_REVOKED,
+        actor,
+        target=(TargetType.API_KEY, key.id),
+        details={"name": key.name, "prefix": key.prefix, "role": key.role.value},
+    )
     await session.flush()
     logger.info("API key %s (%s) revoked by %s", key.id, key.prefix, actor.actor)
     return key
@@ -180,14 +196,33 @@ async def record_use(sessionmaker: async_sessionmaker[AsyncSession], key_id: uui
     now = utcnow()
     try:
         async with session_scope(sessionmaker) as session:
+            # The first use, whichever of concurrent first requests gets here first,
+            # is an audit event.
+            first = (
+                await session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id, ApiKey.last_used_at.is_(None))
+                    .values(last_used_at=now)
+                    .returning(ApiKey.organization_id, ApiKey.created_by, ApiKey.prefix)
+                )
+            ).one_or_none()
+            if first is not None:
+                organization_id, created_by, prefix = first
+                audit_service.record(
+                    session,
+                    AuditType.API_KEY_FIRST_USED,
+                    created_by,
+                    organization_id=organization_id,
+                    target=(TargetType.API_KEY, key_id),
+                    details={"prefix": prefix},
+                    api_key_id=key_id,
+                )
+                return
             await session.execute(
                 update(ApiKey)
                 .where(
                     ApiKey.id == key_id,
-                    or_(
-                        ApiKey.last_used_at.is_(None),
-                        ApiKey.last_used_at < now - timedelta(seconds=USE_RECORD_SECONDS),
-                    ),
+                    ApiKey.last_used_at < now - timedelta(seconds=USE_RECORD_SECONDS),
                 )
                 .values(last_used_at=now)
             )

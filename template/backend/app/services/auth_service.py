@@ -30,9 +30,16 @@ from app.core.security import (
     password_problem,
     verify_password,
 )
-from app.models import TokenPurpose, User
+from app.models import AuditType, TokenPurpose, User
+from app.models.audit import TargetType
 from app.models.user import EMAIL_MAX_LENGTH
-from app.services import account_service, organization_service, token_service, user_service
+from app.services import (
+    account_service,
+    audit_service,
+    organization_service,
+    token_service,
+    user_service,
+)
 from app.services.account_service import find_user
 from app.services.email_service import send_email_job
 
@@ -163,6 +170,13 @@ async def register(
             await jobs.enqueue(send_email_job(notice))
         logger.info("Registration for an existing address refused")
         return
+    audit_service.record(
+        session,
+        AuditType.USER_REGISTERED,
+        user,
+        target=(TargetType.USER, user.id),
+        details={"role": user.role.value},
+    )
     await organization_service.create_personal(session, user)
     message = await account_service.verification_email(session, user, settings)
     await jobs.enqueue(send_email_job(message))
@@ -194,13 +208,38 @@ async def login(
         valid, new_hash = await verify_password(password, user.hashed_password)
     if user is None or not valid or not user.is_active:
         logger.info("Login failed for %s from %s", name, client)
+        audit_service.record(
+            session,
+            AuditType.LOGIN_FAILED,
+            None,
+            target=(TargetType.USER, user.id) if user else None,
+            # The name only when it is an address: what else is typed there may be a
+            # password in the wrong field.
+            details={"email": email, "reason": _failure(user, valid=valid)},
+        )
+        # Kept although the login fails: the answer's rollback must not take it along.
+        await session.commit()
         raise BadCredentialsError
     if new_hash is not None:
         user.hashed_password = new_hash
     # A successful login gives the account its budget back.
     await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, name)
     logger.info("Login succeeded for user %s from %s", user.id, client)
-    return _tokens(user, await token_service.start_family(session, user.id, settings), settings)
+    issued = await token_service.start_family(session, user.id, settings)
+    audit_service.record(
+        session,
+        AuditType.LOGIN_SUCCEEDED,
+        user,
+        target=(TargetType.USER, user.id),
+        details={"session_id": str(issued.family_id)},
+    )
+    return _tokens(user, issued, settings)
+
+
+def _failure(user: User | None, *, valid: bool) -> str:
+    if user is None:
+        return "unknown account"
+    return "wrong password" if not valid else "account deactivated"
 
 
 @raises(InvalidRefreshTokenError)
@@ -223,6 +262,13 @@ async def logout(session: AsyncSession, refresh_token: str) -> None:
     family = await token_service.family_of(session, refresh_token)
     if family is not None:
         await token_service.revoke_family(session, family.id)
+        audit_service.record(
+            session,
+            AuditType.LOGOUT,
+            family.user_id,
+            target=(TargetType.USER, family.user_id),
+            details={"session_id": str(family.id)},
+        )
 
 
 @raises(RateLimitedError, QueueUnavailableError)
@@ -253,6 +299,13 @@ async def verify(session: AsyncSession, token: str) -> None:
         raise InvalidLinkError(INVALID_VERIFY_LINK)
     user.is_verified = True
     await token_service.void_one_time_tokens(session, user.id, TokenPurpose.VERIFY_EMAIL)
+    audit_service.record(
+        session,
+        AuditType.EMAIL_VERIFIED,
+        user,
+        target=(TargetType.USER, user.id),
+        details={"email": user.email},
+    )
     logger.info("Email verified for user %s", user.id)
 
 
@@ -272,6 +325,7 @@ async def reset(session: AsyncSession, jobs: Jobs, *, token: str, new_password: 
     # Opening the link proved the address is the user's.
     user.is_verified = True
     await jobs.enqueue(send_email_job(account_service.password_changed_email(user)))
+    audit_service.record(session, AuditType.PASSWORD_RESET, user, target=(TargetType.USER, user.id))
     logger.info("Password reset for user %s", user.id)
 
 
@@ -308,5 +362,8 @@ async def change_password(
     _check_new_password(new_password, user.email)
     await user_service.set_password(session, user, new_password)
     await jobs.enqueue(send_email_job(account_service.password_changed_email(user)))
+    audit_service.record(
+        session, AuditType.PASSWORD_CHANGED, user, target=(TargetType.USER, user.id)
+    )
     logger.info("Password changed for user %s", user.id)
     return _tokens(user, await token_service.start_family(session, user.id, settings), settings)

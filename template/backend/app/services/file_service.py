@@ -31,7 +31,9 @@ from app.core.job_runtime import JobRuntime, job_runtime
 from app.core.queue import JobCall, Jobs, QueueUnavailableError, final_attempt
 from app.core.rbac import Role, manages
 from app.core.storage import ObjectMissingError, Storage, StorageUnavailableError
-from app.models import File, FileStatus, Membership, OrgAccess, Organization
+from app.models import AuditType, File, FileStatus, Membership, OrgAccess, Organization
+from app.models.audit import TargetType
+from app.services import audit_service
 from app.services.storage_service import create_storage
 from app.services.upload_service import (
     MalformedUploadError,
@@ -193,6 +195,17 @@ async def delete(session: AsyncSession, storage: Storage, actor: OrgAccess, file
     # tried again, rather than leaving an object nothing refers to.
     await storage.delete(file.object_key)
     await session.delete(file)
+    audit_service.record(
+        session,
+        AuditType.FILE_DELETED,
+        actor,
+        target=(TargetType.FILE, file.id),
+        details={
+            "name": file.original_name,
+            "size": file.size,
+            "uploaded_by": str(file.owner_id) if file.owner_id else None,
+        },
+    )
     logger.info("File %s deleted by %s", file.id, actor.actor)
 
 

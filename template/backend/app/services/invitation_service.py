@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +27,9 @@ from app.core.errors import AppError, NotFoundError, raises
 from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rbac import Role, manages
 from app.core.security import digest, new_opaque_token
-from app.models import Invitation, Membership, OrgAccess, Organization, User
+from app.models import AuditType, Invitation, Membership, OrgAccess, Organization, User
+from app.models.audit import TargetType
+from app.services import audit_service
 from app.services.account_service import link_base
 from app.services.email_service import Email, send_email_job
 
@@ -100,6 +104,13 @@ async def invite(
         expires_at=utcnow() + timedelta(days=settings.INVITATION_TOKEN_DAYS),
     )
     await _replace_pending(session, invitation)
+    audit_service.record(
+        session,
+        AuditType.INVITATION_SENT,
+        inviter,
+        target=(TargetType.INVITATION, invitation.id),
+        details={"email": email, "role": role.value},
+    )
     await jobs.enqueue(
         send_email_job(_invitation_email(invitation, organization, inviter.user, token, settings))
     )
@@ -179,6 +190,13 @@ async def revoke(session: AsyncSession, actor: OrgAccess, invitation_id: uuid.UU
     if not manages(actor.role, invitation.role):
         raise InvitationPolicyError("Admins revoke invitations of members only; ask an owner.")
     await session.delete(invitation)
+    audit_service.record(
+        session,
+        AuditType.INVITATION_REVOKED,
+        actor,
+        target=(TargetType.INVITATION, invitation.id),
+        details={"email": invitation.email, "role": invitation.role.value},
+    )
     await session.flush()
     logger.info("Invitation %s revoked by %s", invitation.id, actor.actor)
 
@@ -225,6 +243,14 @@ async def accept(session: AsyncSession, user: User, token: str) -> Membership:
     )
     session.add(membership)
     await session.delete(invitation)
+    audit_service.record(
+        session,
+        AuditType.INVITATION_ACCEPTED,
+        user,
+        organization_id=invitation.organization_id,
+        target=(TargetType.INVITATION, invitation.id),
+        details={"email": invitation.email, "role": invitation.role.value},
+    )
     await session.flush()
     logger.info(
         "Invitation %s accepted by user %s: member of organization %s as %s",
@@ -234,3 +260,13 @@ async def accept(session: AsyncSession, user: User, token: str) -> Membership:
         invitation.role.value,
     )
     return membership
+
+
+async def purge_expired(session: AsyncSession, now: datetime) -> int:
+    """Delete the invitations that expired before `now`; how many there were."""
+    result = await session.execute(
+        delete(Invitation)
+        .where(Invitation.expires_at < now)
+        .execution_options(synchronize_session=False)
+    )
+    return cast("CursorResult[Any]", result).rowcount

@@ -24,9 +24,10 @@ from sqlalchemy.orm import joinedload
 from app.core.errors import AppError, NotFoundError, raises
 from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rbac import Role, manages
-from app.models import Membership, OrgAccess, Organization, User
+from app.models import AuditType, Membership, OrgAccess, Organization, User
+from app.models.audit import TargetType
 from app.models.organization import ORGANIZATION_NAME_MAX_LENGTH
-from app.services import api_key_service, file_service
+from app.services import api_key_service, audit_service, file_service
 
 logger = logging.getLogger("app.organizations")
 
@@ -59,6 +60,14 @@ async def create(session: AsyncSession, founder: User, name: str) -> Organizatio
     session.add(organization)
     await session.flush()
     session.add(Membership(organization_id=organization.id, user_id=founder.id, role=Role.OWNER))
+    audit_service.record(
+        session,
+        AuditType.ORGANIZATION_CREATED,
+        founder,
+        organization_id=organization.id,
+        target=(TargetType.ORGANIZATION, organization.id),
+        details={"name": name},
+    )
     await session.flush()
     logger.info("Organization %s created by user %s", organization.id, founder.id)
     return organization
@@ -142,7 +151,15 @@ async def get_member(
 
 
 async def rename(session: AsyncSession, actor: OrgAccess, name: str) -> Organization:
+    previous = actor.organization.name
     actor.organization.name = name
+    audit_service.record(
+        session,
+        AuditType.ORGANIZATION_RENAMED,
+        actor,
+        target=(TargetType.ORGANIZATION, actor.organization.id),
+        details={"from": previous, "to": name},
+    )
     await session.flush()
     logger.info("Organization %s renamed by %s", actor.organization.id, actor.actor)
     return actor.organization
@@ -154,6 +171,14 @@ async def delete(session: AsyncSession, jobs: Jobs, actor: OrgAccess) -> None:
     objects once the deletion commits (and the storage sweep any a lost job left)."""
     await file_service.remove_objects_of(session, jobs, actor.organization.id)
     await session.delete(actor.organization)
+    # Kept with the organization's id: platform owners can still read it.
+    audit_service.record(
+        session,
+        AuditType.ORGANIZATION_DELETED,
+        actor,
+        target=(TargetType.ORGANIZATION, actor.organization.id),
+        details={"name": actor.organization.name},
+    )
     await session.flush()
     logger.info("Organization %s deleted by %s", actor.organization.id, actor.actor)
 
@@ -229,6 +254,13 @@ async def change_role(
         _keep_an_owner(owners, target.user_id)
     previous = target.role
     target.role = role
+    audit_service.record(
+        session,
+        AuditType.MEMBER_ROLE_CHANGED,
+        actor,
+        target=(TargetType.USER, target.user_id),
+        details={"from": previous.value, "to": role.value},
+    )
     await session.flush()
     logger.info(
         "Role of user %s in organization %s changed from %s to %s by %s",
@@ -254,6 +286,13 @@ async def remove_member(session: AsyncSession, actor: OrgAccess, target: Members
         _keep_an_owner(owners, target.user_id)
     await session.delete(target)
     await api_key_service.delete_keys_of(session, actor.organization.id, target.user_id)
+    audit_service.record(
+        session,
+        AuditType.MEMBER_REMOVED,
+        actor,
+        target=(TargetType.USER, target.user_id),
+        details={"role": target.role.value},
+    )
     await session.flush()
     logger.info(
         "User %s removed from organization %s by %s",
@@ -272,6 +311,13 @@ async def leave(session: AsyncSession, member: OrgAccess) -> None:
         _keep_an_owner(locked.owners, member.user.id)
     await session.delete(await get_member(session, member.organization, member.user.id))
     await api_key_service.delete_keys_of(session, member.organization.id, member.user.id)
+    audit_service.record(
+        session,
+        AuditType.MEMBER_LEFT,
+        member,
+        target=(TargetType.USER, member.user.id),
+        details={"role": locked.roles[member.user.id].value},
+    )
     await session.flush()
     logger.info("User %s left organization %s", member.user.id, member.organization.id)
 

@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import as_utc, utcnow
 from app.core.config import Settings
 from app.core.security import digest, new_opaque_token
-from app.models import OneTimeToken, RefreshToken, RefreshTokenFamily, TokenPurpose
+from app.models import AuditType, OneTimeToken, RefreshToken, RefreshTokenFamily, TokenPurpose
+from app.models.audit import TargetType
+from app.services import audit_service
 
 logger = logging.getLogger("app.auth")
 
@@ -77,6 +79,13 @@ async def rotate(session: AsyncSession, token: str) -> IssuedRefreshToken:
         raise RefreshRejectedError
     if _rowcount(claimed) != 1:
         await revoke_family(session, family.id)
+        audit_service.record(
+            session,
+            AuditType.REFRESH_TOKEN_REUSED,
+            None,
+            target=(TargetType.USER, family.user_id),
+            details={"session_id": str(family.id)},
+        )
         await session.commit()
         logger.warning(
             "Refresh token reuse: family %s of user %s revoked", family.id, family.user_id

@@ -19,8 +19,9 @@ from app.core.errors import AppError, NotFoundError, raises
 from app.core.queue import Jobs
 from app.core.rbac import Role, manages
 from app.core.security import hash_password
-from app.models import RefreshTokenFamily, TokenPurpose, User
-from app.services import organization_service, token_service
+from app.models import AuditType, RefreshTokenFamily, TokenPurpose, User
+from app.models.audit import TargetType
+from app.services import audit_service, organization_service, token_service
 
 logger = logging.getLogger("app.auth")
 
@@ -124,6 +125,13 @@ async def change_role(session: AsyncSession, actor: User, target: User, role: Ro
         await _guard_last_owner(session, target)
     previous = target.role
     target.role = role
+    audit_service.record(
+        session,
+        AuditType.USER_ROLE_CHANGED,
+        actor,
+        target=(TargetType.USER, target.id),
+        details={"from": previous.value, "to": role.value},
+    )
     await session.flush()
     logger.info(
         "Role of user %s changed from %s to %s by user %s",
@@ -143,6 +151,12 @@ async def set_active(session: AsyncSession, actor: User, target: User, *, active
         await _guard_last_owner(session, target)
         await token_service.revoke_all_families(session, target.id)
     target.is_active = active
+    audit_service.record(
+        session,
+        AuditType.USER_ACTIVATED if active else AuditType.USER_DEACTIVATED,
+        actor,
+        target=(TargetType.USER, target.id),
+    )
     await session.flush()
     logger.info(
         "User %s %s by user %s", target.id, "activated" if active else "deactivated", actor.id
@@ -156,6 +170,14 @@ async def delete_user(session: AsyncSession, jobs: Jobs, actor: User, target: Us
     await _guard_last_owner(session, target)
     await organization_service.release_user(session, jobs, target)
     await session.delete(target)
+    audit_service.record(
+        session,
+        AuditType.USER_DELETED,
+        actor,
+        target=(TargetType.USER, target.id),
+        # The account is gone: the event says whose it was.
+        details={"email": target.email},
+    )
     await session.flush()
     logger.info("User %s deleted by user %s", target.id, actor.id)
 

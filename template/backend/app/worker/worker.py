@@ -29,7 +29,7 @@ from app.core.logging import LOG_FORMAT, configure_logging
 from app.core.queue import QUEUES, JobQueue
 
 # The modules whose functions are the jobs (each builds its calls with a `..._job`).
-from app.services import account_service, email_service, file_service
+from app.services import account_service, email_service, file_service, retention_service
 from app.worker.keeper import Keeper
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # pays for importing the app or compiling the email templates.
     logger.debug(
         "Jobs loaded from %s",
-        ", ".join(module.__name__ for module in (account_service, email_service, file_service)),
+        ", ".join(
+            module.__name__
+            for module in (account_service, email_service, file_service, retention_service)
+        ),
     )
     email_service.warm_up()
     queues = [Queue(name, connection=redis) for name in args.queues]
@@ -86,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         keeper = Keeper(
             worker.name,
             settings.REDIS_URL,
-            periodic=[(file_service.sweep_storage_job(), settings.STORAGE_SWEEP_INTERVAL_SECONDS)],
+            periodic=[
+                (file_service.sweep_storage_job(), settings.STORAGE_SWEEP_INTERVAL_SECONDS),
+                (retention_service.prune_job(), retention_service.PRUNE_INTERVAL_SECONDS),
+            ],
             enqueue=job_queue.put,
         )
     if keeper is not None:
