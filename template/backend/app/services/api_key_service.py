@@ -30,7 +30,8 @@ from app.core.rbac import RANK, Role, lower, manages
 from app.core.security import API_KEY_MAX_LENGTH, api_key_digest, new_api_key
 from app.models import ApiKey, AuditType, Membership, OrgAccess, Organization, User
 from app.models.audit import TargetType
-from app.services import audit_service
+from app.services import audit_service, organization_lock
+from app.services.organization_lock import NO_SUCH_ORGANIZATION
 
 logger = logging.getLogger("app.api_keys")
 
@@ -60,7 +61,7 @@ class InvalidApiKeyError(AppError):
         )
 
 
-@raises(ApiKeyPolicyError)
+@raises(NotFoundError, ApiKeyPolicyError)
 async def create(
     session: AsyncSession,
     settings: Settings,
@@ -77,6 +78,7 @@ async def create(
         raise ApiKeyPolicyError(
             f"A key's role can be at most your own role in the organization ({creator.role})."
         )
+    await organization_lock.hold(session, creator.organization.id)
     secret, prefix = new_api_key()
     key = ApiKey(
         organization_id=creator.organization.id,
@@ -181,7 +183,7 @@ async def access(
     if key.expires_at is not None and as_utc(key.expires_at) <= utcnow():
         raise InvalidApiKeyError
     if organization.id != organization_id:
-        raise NotFoundError("No such organization.")
+        raise NotFoundError(NO_SUCH_ORGANIZATION)
     return OrgAccess(organization, lower(key.role, creator_role), creator, key), key
 
 

@@ -29,7 +29,7 @@ from app.core.rbac import Role, manages
 from app.core.security import digest, new_opaque_token
 from app.models import AuditType, Invitation, Membership, OrgAccess, Organization, User
 from app.models.audit import TargetType
-from app.services import audit_service
+from app.services import audit_service, organization_lock
 from app.services.account_service import link_base
 from app.services.email_service import Email, send_email_job
 
@@ -63,7 +63,7 @@ class WrongInviteeError(AppError):
     status_code = 403
 
 
-@raises(InvitationPolicyError, AlreadyMemberError, QueueUnavailableError)
+@raises(NotFoundError, InvitationPolicyError, AlreadyMemberError, QueueUnavailableError)
 async def invite(
     session: AsyncSession,
     jobs: Jobs,
@@ -78,6 +78,7 @@ async def invite(
     if role is not Role.MEMBER and inviter.role is not Role.OWNER:
         raise InvitationPolicyError("Admins invite members only; ask an owner.")
     organization = inviter.organization
+    await organization_lock.hold(session, organization.id)
     member = await session.scalar(
         select(Membership.user_id)
         .join(User, User.id == Membership.user_id)
@@ -219,8 +220,19 @@ async def _inviter_may_still_grant(session: AsyncSession, invitation: Invitation
 @raises(InvalidInvitationError, WrongInviteeError, AlreadyMemberError)
 async def accept(session: AsyncSession, user: User, token: str) -> Membership:
     """Make `user` a member with the invitation's role, spending the invitation."""
+    token_hash = digest(token)
+    organization_id = await session.scalar(
+        select(Invitation.organization_id).where(Invitation.token_hash == token_hash)
+    )
+    if organization_id is None:
+        raise InvalidInvitationError(INVALID_INVITATION)
+    # The organization first, then the invitation: the order a deletion's cascade takes.
+    try:
+        await organization_lock.hold(session, organization_id)
+    except NotFoundError:
+        raise InvalidInvitationError(INVALID_INVITATION) from None
     invitation = await session.scalar(
-        select(Invitation).where(Invitation.token_hash == digest(token)).with_for_update()
+        select(Invitation).where(Invitation.token_hash == token_hash).with_for_update()
     )
     if invitation is None:
         raise InvalidInvitationError(INVALID_INVITATION)

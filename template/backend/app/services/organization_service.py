@@ -27,11 +27,11 @@ from app.core.rbac import Role, manages
 from app.models import AuditType, Membership, OrgAccess, Organization, User
 from app.models.audit import TargetType
 from app.models.organization import ORGANIZATION_NAME_MAX_LENGTH
-from app.services import api_key_service, audit_service, file_service
+from app.services import api_key_service, audit_service, file_service, organization_lock
+from app.services.organization_lock import NO_SUCH_ORGANIZATION
 
 logger = logging.getLogger("app.organizations")
 
-NO_SUCH_ORGANIZATION = "No such organization."
 NO_SUCH_MEMBER = "No such member of this organization."
 
 
@@ -150,7 +150,9 @@ async def get_member(
     return membership
 
 
+@raises(NotFoundError)
 async def rename(session: AsyncSession, actor: OrgAccess, name: str) -> Organization:
+    await organization_lock.hold(session, actor.organization.id)
     previous = actor.organization.name
     actor.organization.name = name
     audit_service.record(
@@ -165,10 +167,11 @@ async def rename(session: AsyncSession, actor: OrgAccess, name: str) -> Organiza
     return actor.organization
 
 
-@raises(QueueUnavailableError)
+@raises(NotFoundError, QueueUnavailableError)
 async def delete(session: AsyncSession, jobs: Jobs, actor: OrgAccess) -> None:
     """Delete the organization with its memberships and files; jobs remove the files'
     objects once the deletion commits (and the storage sweep any a lost job left)."""
+    await organization_lock.hold(session, actor.organization.id, to_delete=True)
     await file_service.remove_objects_of(session, jobs, actor.organization.id)
     await session.delete(actor.organization)
     # Kept with the organization's id: platform owners can still read it.
