@@ -110,10 +110,12 @@ def add_feature(root: Path, name: str, table: str, package: str, call: str) -> N
         feature_routes(name, table, package, call), encoding="utf-8"
     )
     router = root / ROUTER
-    modules = ", ".join(sorted(["api_keys", "auth", "files", "organizations", "users", module]))
+    modules = ", ".join(
+        sorted(["api_keys", "audit", "auth", "files", "organizations", "users", module])
+    )
     replace_line(
         router,
-        "from app.api import api_keys, auth, files, organizations, users",
+        "from app.api import api_keys, audit, auth, files, organizations, users",
         f"from app.api import {modules}",
     )
     with router.open("a", encoding="utf-8") as file:
