@@ -100,13 +100,22 @@ async def create_owner(settings: Settings, email: str, *, if_none: bool) -> str:
         if user is not None:
             if user.role is Role.OWNER and user.is_active:
                 return f"{email} is an owner already; nothing to do."
-            audit_service.record(
-                session,
-                AuditType.USER_ROLE_CHANGED,
-                None,
-                target=(TargetType.USER, user.id),
-                details={"from": user.role.value, "to": Role.OWNER.value, "by": "cli"},
-            )
+            if user.role is not Role.OWNER:
+                audit_service.record(
+                    session,
+                    AuditType.USER_ROLE_CHANGED,
+                    None,
+                    target=(TargetType.USER, user.id),
+                    details={"from": user.role.value, "to": Role.OWNER.value, "by": "cli"},
+                )
+            if not user.is_active:
+                audit_service.record(
+                    session,
+                    AuditType.USER_ACTIVATED,
+                    None,
+                    target=(TargetType.USER, user.id),
+                    details={"by": "cli"},
+                )
             user.role, user.is_active, user.is_verified = Role.OWNER, True, True
             return f"{email} is now an owner; its password is unchanged."
         password = read_password(email)

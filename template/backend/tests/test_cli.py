@@ -302,3 +302,12 @@ def test_create_owner_is_an_audit_event(database: str, monkeypatch: pytest.Monke
         ("user.registered", {"role": "owner", "by": "cli"}),
         ("user.role_changed", {"from": "member", "to": "owner", "by": "cli"}),
     ]
+
+    async def deactivate(session: AsyncSession) -> None:
+        owner = await session.scalar(select(User).where(User.email == "boss@example.com"))
+        assert owner is not None
+        owner.is_active = False
+
+    in_database(database, deactivate)
+    assert cli.main(["create-owner", "--email", "boss@example.com"]) == 0
+    assert in_database(database, events)[-1] == ("user.activated", {"by": "cli"})

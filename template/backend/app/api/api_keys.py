@@ -43,7 +43,7 @@ async def create_api_key(
 ) -> ApiKeyCreated:
     """A new key with a role no higher than the caller's, for the caller's password. Its
     `secret` is in this answer only: store it now, it cannot be shown again."""
-    await auth_service.confirm_password(settings, throttle, manager.user, body.password)
+    await auth_service.confirm_password(session, settings, throttle, manager.user, body.password)
     # A secret: no cache on the way keeps the answer.
     response.headers.update(NO_STORE)
     key, secret = await api_key_service.create(

@@ -36,7 +36,7 @@ class EventFilter:
 
 
 def _utc(name: str, moment: datetime | None) -> datetime | None:
-    # SQLite compares times as text, in UTC: another zone's time is converted first.
+    # In UTC, a time near the ends of the calendar may fall outside it.
     if moment is None:
         return None
     try:

@@ -34,8 +34,13 @@ def _user_agent(headers: list[tuple[bytes, bytes]]) -> str | None:
     values = [value for name, value in headers if name == b"user-agent"]
     if not values:
         return None
-    # Header values are bytes; Latin-1 maps each one to a character, so nothing fails.
-    printable = "".join(ch for ch in values[0].decode("latin-1") if ch.isprintable())
+    # Header values are bytes: UTF-8 as browsers send it, or else Latin-1, which maps
+    # every byte to a character, so nothing fails.
+    try:
+        text = values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        text = values[0].decode("latin-1")
+    printable = "".join(ch for ch in text if ch.isprintable())
     return printable[:USER_AGENT_MAX_LENGTH] or None
 
 

@@ -24,6 +24,7 @@ class AuditType(StrEnum):
     LOGIN_SUCCEEDED = "auth.login_succeeded"
     LOGIN_FAILED = "auth.login_failed"
     REFRESH_TOKEN_REUSED = "auth.refresh_token_reused"  # noqa: S105 - event names, not secrets
+    PASSWORD_CONFIRMATION_FAILED = "auth.password_confirmation_failed"  # noqa: S105
     LOGOUT = "auth.logout"
     PASSWORD_CHANGED = "auth.password_changed"  # noqa: S105
     PASSWORD_RESET = "auth.password_reset"  # noqa: S105

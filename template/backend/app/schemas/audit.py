@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models.audit import AuditType, TargetType
+from app.models.audit import TargetType
 from app.schemas.common import Page, UtcDatetime
 
 
@@ -17,7 +17,8 @@ class AuditEventOut(BaseModel):
 
     id: uuid.UUID
     created_at: UtcDatetime
-    type: AuditType
+    # Text, not the enum: an event of a type since removed from AuditType still reads.
+    type: str = Field(description="One of the types the `type` filter takes.")
     actor_user_id: uuid.UUID | None = Field(description="None for a failed login.")
     actor_api_key_id: uuid.UUID | None
     organization_id: uuid.UUID | None

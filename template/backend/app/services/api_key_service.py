@@ -18,8 +18,10 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import as_utc, utcnow
@@ -145,13 +147,15 @@ async def revoke(session: AsyncSession, actor: OrgAccess, key_id: uuid.UUID) -> 
 
 async def delete_keys_of(
     session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
-) -> None:
-    """Delete the keys `user_id` made in the organization, as the member leaves it."""
-    await session.execute(
+) -> int:
+    """Delete the keys `user_id` made in the organization, as the member leaves it; how
+    many there were."""
+    result = await session.execute(
         delete(ApiKey).where(
             ApiKey.organization_id == organization_id, ApiKey.created_by == user_id
         )
     )
+    return cast("CursorResult[Any]", result).rowcount
 
 
 @raises(InvalidApiKeyError, NotFoundError)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, delete, func, select
@@ -85,11 +85,13 @@ def _filtered(
     until: datetime | None,
 ) -> Select[Any]:
     if types:
-        query = query.where(AuditEvent.type.in_([event.value for event in types]))
+        # Each type once, however often a client repeats it: one parameter per type.
+        query = query.where(AuditEvent.type.in_(sorted({event.value for event in types})))
+    # SQLite compares stored times as text, in UTC: a time of another zone is converted.
     if since is not None:
-        query = query.where(AuditEvent.created_at >= since)
+        query = query.where(AuditEvent.created_at >= since.astimezone(UTC))
     if until is not None:
-        query = query.where(AuditEvent.created_at < until)
+        query = query.where(AuditEvent.created_at < until.astimezone(UTC))
     return query
 
 
@@ -121,7 +123,7 @@ async def prune(session: AsyncSession, before: datetime) -> int:
     PRUNE_BATCH: the last batch)."""
     oldest = (
         select(AuditEvent.id)
-        .where(AuditEvent.created_at < before)
+        .where(AuditEvent.created_at < before.astimezone(UTC))
         .order_by(AuditEvent.created_at)
         .limit(PRUNE_BATCH)
     )

@@ -331,7 +331,7 @@ async def reset(session: AsyncSession, jobs: Jobs, *, token: str, new_password: 
 
 @raises(WrongPasswordError, RateLimitedError)
 async def confirm_password(
-    settings: Settings, throttle: Throttle, user: User, current_password: str
+    session: AsyncSession, settings: Settings, throttle: Throttle, user: User, current_password: str
 ) -> None:
     """Check the signed-in user's password again, before what a stolen access token must
     not do alone (change the password, create an API key). Checked against the same
@@ -340,6 +340,14 @@ async def confirm_password(
     await throttle.hit(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
     valid, _ = await verify_password(current_password, user.hashed_password)
     if not valid:
+        # Someone signed in as the user does not know the password: a stolen token, maybe.
+        audit_service.record(
+            session,
+            AuditType.PASSWORD_CONFIRMATION_FAILED,
+            user,
+            target=(TargetType.USER, user.id),
+        )
+        await session.commit()
         raise WrongPasswordError
     await throttle.clear(settings.LOGIN_LIMIT_PER_ACCOUNT, LOGIN_ACCOUNT, user.email)
 
@@ -356,7 +364,7 @@ async def change_password(
     new_password: str,
 ) -> Tokens:
     """Change the password, sign out every session, and return tokens for a new one."""
-    await confirm_password(settings, throttle, user, current_password)
+    await confirm_password(session, settings, throttle, user, current_password)
     if new_password == current_password:
         raise UnacceptableInputError("The new password must differ from the current one.")
     _check_new_password(new_password, user.email)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import delete, func, select
@@ -278,7 +278,7 @@ async def purge_expired(session: AsyncSession, now: datetime) -> int:
     """Delete the invitations that expired before `now`; how many there were."""
     result = await session.execute(
         delete(Invitation)
-        .where(Invitation.expires_at < now)
+        .where(Invitation.expires_at < now.astimezone(UTC))
         .execution_options(synchronize_session=False)
     )
     return cast("CursorResult[Any]", result).rowcount

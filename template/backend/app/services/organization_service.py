@@ -288,13 +288,13 @@ async def remove_member(session: AsyncSession, actor: OrgAccess, target: Members
     if target.role is Role.OWNER:
         _keep_an_owner(owners, target.user_id)
     await session.delete(target)
-    await api_key_service.delete_keys_of(session, actor.organization.id, target.user_id)
+    keys = await api_key_service.delete_keys_of(session, actor.organization.id, target.user_id)
     audit_service.record(
         session,
         AuditType.MEMBER_REMOVED,
         actor,
         target=(TargetType.USER, target.user_id),
-        details={"role": target.role.value},
+        details={"role": target.role.value, "api_keys_deleted": keys},
     )
     await session.flush()
     logger.info(
@@ -313,29 +313,32 @@ async def leave(session: AsyncSession, member: OrgAccess) -> None:
     if member.user.id in locked.owners:
         _keep_an_owner(locked.owners, member.user.id)
     await session.delete(await get_member(session, member.organization, member.user.id))
-    await api_key_service.delete_keys_of(session, member.organization.id, member.user.id)
+    keys = await api_key_service.delete_keys_of(session, member.organization.id, member.user.id)
     audit_service.record(
         session,
         AuditType.MEMBER_LEFT,
         member,
         target=(TargetType.USER, member.user.id),
-        details={"role": locked.roles[member.user.id].value},
+        details={"role": locked.roles[member.user.id].value, "api_keys_deleted": keys},
     )
     await session.flush()
     logger.info("User %s left organization %s", member.user.id, member.organization.id)
 
 
 @raises(LastOrganizationOwnerError, QueueUnavailableError)
-async def release_user(session: AsyncSession, jobs: Jobs, user: User) -> None:
+async def release_user(session: AsyncSession, jobs: Jobs, actor: User, user: User) -> None:
     """Before an account is deleted: delete the organizations it is the only member of
     (their objects go by jobs, as for a deletion of each), and refuse when it is the last
     owner of one that has other members."""
-    mine = await session.scalars(
-        select(Membership.organization_id).where(
-            Membership.user_id == user.id, Membership.role == Role.OWNER
+    memberships = {
+        membership.organization_id: membership.role
+        for membership in await session.scalars(
+            select(Membership).where(Membership.user_id == user.id)
         )
-    )
-    for organization_id in mine.all():
+    }
+    mine = [organization for organization, role in memberships.items() if role is Role.OWNER]
+    deleted = set()
+    for organization_id in mine:
         owners = (await _lock(session, organization_id)).owners
         if owners - {user.id}:
             continue
@@ -353,4 +356,24 @@ async def release_user(session: AsyncSession, jobs: Jobs, user: User) -> None:
         if organization is not None:
             await file_service.remove_objects_of(session, jobs, organization_id)
             await session.delete(organization)
+            audit_service.record(
+                session,
+                AuditType.ORGANIZATION_DELETED,
+                actor,
+                organization_id=organization_id,
+                target=(TargetType.ORGANIZATION, organization_id),
+                details={"name": organization.name, "with_account": str(user.id)},
+            )
+            deleted.add(organization_id)
+    # The organizations that stay lose a member, and the member's keys, with the account.
+    for organization_id, role in memberships.items():
+        if organization_id not in deleted:
+            audit_service.record(
+                session,
+                AuditType.MEMBER_REMOVED,
+                actor,
+                organization_id=organization_id,
+                target=(TargetType.USER, user.id),
+                details={"role": role.value, "with_account": True},
+            )
     await session.flush()

@@ -168,7 +168,7 @@ async def delete_user(session: AsyncSession, jobs: Jobs, actor: User, target: Us
     """Delete the account; its uploads stay in the organizations they belong to."""
     _check_authority(actor, target)
     await _guard_last_owner(session, target)
-    await organization_service.release_user(session, jobs, target)
+    await organization_service.release_user(session, jobs, actor, target)
     await session.delete(target)
     audit_service.record(
         session,
