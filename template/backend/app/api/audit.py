@@ -5,18 +5,21 @@ No route changes or deletes an event; old ones are pruned after AUDIT_RETENTION_
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import OrgManager, PagingDep, SessionDep, get_verified_user, require_roles
 from app.core.errors import AppError, raises
 from app.core.rbac import Role
 from app.models import AuditType
 from app.schemas.audit import AuditEventPage
+from app.schemas.common import Paging
 from app.services import audit_service
 
 router = APIRouter(tags=["audit"])
@@ -68,14 +71,12 @@ async def get_event_filter(
 FilterDep = Annotated[EventFilter, Depends(get_event_filter)]
 
 
-@router.get("/organizations/{org_id}/audit-events", response_model=AuditEventPage)
-async def list_organization_events(
-    manager: OrgManager, session: SessionDep, paging: PagingDep, events: FilterDep
+async def _page(
+    session: AsyncSession, organization_id: uuid.UUID | None, paging: Paging, events: EventFilter
 ) -> AuditEventPage:
-    """The organization's events, newest first."""
     rows, total = await audit_service.list_events(
         session,
-        organization_id=manager.organization.id,
+        organization_id=organization_id,
         types=events.types,
         since=events.since,
         until=events.until,
@@ -83,6 +84,14 @@ async def list_organization_events(
         offset=paging.offset,
     )
     return AuditEventPage.of(rows, total, paging)
+
+
+@router.get("/organizations/{org_id}/audit-events", response_model=AuditEventPage)
+async def list_organization_events(
+    manager: OrgManager, session: SessionDep, paging: PagingDep, events: FilterDep
+) -> AuditEventPage:
+    """The organization's events, newest first."""
+    return await _page(session, manager.organization.id, paging, events)
 
 
 @router.get(
@@ -93,13 +102,4 @@ async def list_organization_events(
 async def list_events(session: SessionDep, paging: PagingDep, events: FilterDep) -> AuditEventPage:
     """Every event, of every organization and account, newest first: for platform
     owners."""
-    rows, total = await audit_service.list_events(
-        session,
-        organization_id=None,
-        types=events.types,
-        since=events.since,
-        until=events.until,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
-    return AuditEventPage.of(rows, total, paging)
+    return await _page(session, None, paging, events)
