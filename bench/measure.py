@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ class Stack:
             "EMAIL_OUTBOX_DIR": str(workdir / "outbox"),
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
-            "LOG_LEVEL": "WARNING",
+            # INFO, as deployed: the API writes its access line for every request.
+            "LOG_LEVEL": "INFO",
             # As the Docker image sets them.
             "MALLOC_ARENA_MAX": "2",
             "MALLOC_MMAP_THRESHOLD_": "4194304",
@@ -681,6 +683,91 @@ def measure_throughput(project: Path) -> dict[str, Result]:
     return results
 
 
+class OtlpSink:
+    """An OTLP/HTTP receiver on loopback that takes every export and keeps its size."""
+
+    def __init__(self) -> None:
+        received = self.received = [0, 0]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                received[0] += 1
+                received[1] += len(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def measure_tracing(project: Path) -> dict[str, Result]:
+    """GET /api/v1/users/me with tracing off and with it on, exporting every span to a
+    receiver on this machine, one after the other on the same database."""
+    wrk_binary()
+    sink = OtlpSink()
+    figures: dict[str, Result] = {}
+    try:
+        with postgres_database() as database_url:
+            for name, settings in (
+                ("untraced", {}),
+                ("traced", {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}),
+            ):
+                with stack(project, f"tracing-{name}", DATABASE_URL=database_url, **settings) as running:
+                    api = running.start_api(quiet=True)
+                    with httpx.Client(base_url=running.url, timeout=30) as client:
+                        token = running.owner_token(client)
+                    log(f"tracing: wrk, {CONNECTIONS} connections, GET /api/v1/users/me, tracing {name} ...")
+                    figures[name] = wrk_load(
+                        f"{running.url}/api/v1/users/me", api.pid, {"Authorization": f"Bearer {token}"}
+                    )
+    finally:
+        sink.close()
+    if not sink.received[0]:
+        raise RuntimeError("tracing on, but the receiver got no export")
+    for measured in figures.values():
+        if measured["non_2xx"] or measured["socket_errors"] != "none":
+            raise RuntimeError(f"non-2xx answers or socket errors: {measured}")
+    how = f"GET /api/v1/users/me; wrk -t1 -c{CONNECTIONS} --latency, {LOAD_SECONDS:g} s after {WARMUP_SECONDS:g} s of warm-up, one uvicorn worker, production settings, PostgreSQL"
+    results: dict[str, Result] = {}
+    for name, what in (
+        ("untraced", "tracing off (no OTLP endpoint)"),
+        ("traced", "tracing on, every span exported over OTLP/HTTP to a receiver on this machine"),
+    ):
+        results[f"users_me_{name}_requests_per_second"] = {
+            "value": round(figures[name]["requests_per_second"]),
+            "unit": "req/s",
+            "how": f"{what}; {how}",
+        }
+        results[f"users_me_{name}_p99"] = {
+            "value": round(figures[name]["p99_ms"], 2),
+            "unit": "ms",
+            "how": "99th percentile latency, from wrk",
+        }
+        results[f"users_me_{name}_server_cpu_per_request"] = {
+            "value": round(figures[name]["cpu_ms_per_request"], 3),
+            "unit": "ms",
+            "how": "the server process's user+system CPU time over the measured run, per request",
+        }
+    results["users_me_traced_to_untraced"] = {
+        "value": round(
+            100 * figures["traced"]["requests_per_second"] / figures["untraced"]["requests_per_second"], 1
+        ),
+        "unit": "%",
+        "how": "requests/s with tracing on as a share of the same with it off, same run",
+    }
+    return results
+
+
 def measure_jobs(project: Path) -> dict[str, Result]:
     """Latency and throughput of the RQ worker on a job that does nothing."""
     # Waiting for a result is a blocking read, longer than redis-py's default timeout.
@@ -858,6 +945,7 @@ MEASUREMENTS: dict[str, Callable[[Path], dict[str, Result]]] = {
     "upload": measure_upload_rss,
     "email": measure_email_latency,
     "throughput": measure_throughput,
+    "tracing": measure_tracing,
     "jobs": measure_jobs,
     "worker": measure_worker,
 }

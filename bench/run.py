@@ -295,6 +295,17 @@ README_ROWS = (
         "key ≥ 80 % of the JWT",
     ),
     (
+        "GET /api/v1/users/me with tracing off, then on (every span exported over OTLP/HTTP"
+        " to a receiver on this machine), same run",
+        (
+            "off {users_me_untraced_requests_per_second} req/s, p99 {users_me_untraced_p99} ms, "
+            "{users_me_untraced_server_cpu_per_request} ms CPU; on "
+            "{users_me_traced_requests_per_second} req/s, p99 {users_me_traced_p99} ms, "
+            "{users_me_traced_server_cpu_per_request} ms CPU; on/off {users_me_traced_to_untraced} %"
+        ),
+        "",
+    ),
+    (
         "login p50 / p99 (Argon2id m=19 MiB t=2 p=1, OWASP's minimum; 50 in a row)",
         "{login_p50} ms / {login_p99} ms",
         "p50 < 100 ms",

@@ -292,12 +292,33 @@ def link_token(message: EmailMessage, page: str) -> str:
     return lines[0][lines[0].index(prefix) + len(prefix) :].split()[0]
 
 
+# Fields of request and answer bodies whose values are credentials.
+CREDENTIAL_FIELDS = re.compile(r"password|^(access_|refresh_)?token$|secret")
+
+
+def credentials_in(value: object) -> set[str]:
+    """The credential values found in a JSON or form body, at any depth."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if isinstance(item, str) and CREDENTIAL_FIELDS.search(name) and item:
+                found.add(item)
+            else:
+                found |= credentials_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= credentials_in(item)
+    return found
+
+
 class Api:
-    """requests against the running API, each call checked for its status."""
+    """requests against the running API, each call checked for its status. Every
+    credential a call sends or receives is kept in `credentials`, for the log checks."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self.session = requests.Session()
+        self.credentials: set[str] = set()
 
     def call(
         self,
@@ -310,6 +331,8 @@ class Api:
         headers = kwargs.pop("headers", {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+            self.credentials.add(token)
+        self.credentials |= credentials_in(kwargs.get("json")) | credentials_in(kwargs.get("data"))
         response = self.session.request(
             method,
             f"{self.base_url}{path}",
@@ -321,6 +344,8 @@ class Api:
         assert response.status_code == expect, (
             f"{method} {path}: expected {expect}, got {response.status_code}: {response.text}"
         )
+        if response.content and response.headers.get("Content-Type") == "application/json":
+            self.credentials |= credentials_in(response.json())
         return response
 
     def files_path(self, token: str) -> str:

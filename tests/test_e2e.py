@@ -9,10 +9,13 @@ Every step of the journey checks the status and the body it gets back.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_support import (
@@ -58,13 +61,16 @@ def test_the_user_journey(stack: Stack) -> None:
     # Register: the account exists, unverified, as a member; the email goes out through
     # Redis, the worker and SMTP.
     # The answer is the same for a taken address, so it says nothing of the account.
-    accepted = api.call(
+    registering = api.call(
         "POST",
         "/api/v1/auth/register",
         202,
         json={"email": "Alice@Example.com", "password": password, "full_name": "Alice"},
-    ).json()
-    assert set(accepted) == {"detail"}
+    )
+    assert set(registering.json()) == {"detail"}
+    # The request's id, made by the API, follows it into the job that sends the email.
+    registration_id = registering.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", registration_id)
 
     (message,) = mailbox.wait_for(email)
     assert message["Subject"] == "Confirm your email address"
@@ -123,13 +129,18 @@ def test_the_user_journey(stack: Stack) -> None:
 
     # Upload: streamed to S3, then checked by the worker's process_file job.
     content = png_bytes(6 * 1024 * 1024 + 12345)  # over one 5 MiB part: a multipart upload
-    uploaded = api.call(
+    # A well-formed id from the client (or a proxy) is kept, here into the processing job.
+    upload_id = "journey-upload-0001"
+    uploading = api.call(
         "POST",
         files,
         201,
         token=access,
         files={"file": ("holiday photo.png", content, "application/octet-stream")},
-    ).json()
+        headers={"X-Request-ID": upload_id},
+    )
+    assert uploading.headers["X-Request-ID"] == upload_id
+    uploaded = uploading.json()
     assert uploaded["owner_id"] == registered["id"]
     assert uploaded["original_name"] == "holiday photo.png"
     assert uploaded["content_type"] == "image/png"  # from the bytes, not the declared type
@@ -242,6 +253,37 @@ def test_the_user_journey(stack: Stack) -> None:
     # Nothing failed along the way.
     assert "Traceback" not in stack.log("api")
     assert "Traceback" not in stack.log("worker")
+
+    # The logs are JSON, a line per record, with the request's id in the API's lines and
+    # in the worker's lines for its jobs; no credential of the journey is in them.
+    api_lines, worker_lines = log_records(stack, "api"), log_records(stack, "worker")
+    for request_id, job_line in [
+        (registration_id, ("Confirm your email address", email, "sent through")),
+        (upload_id, (f"File {uploaded['id']} ready",)),
+    ]:
+        assert [line for line in api_lines if line.get("request_id") == request_id]
+        assert any(
+            all(part in line["message"] for part in job_line) and line.get("job_id")
+            for line in worker_lines
+            if line.get("request_id") == request_id
+        ), [line for line in worker_lines if line.get("request_id") == request_id]
+    credentials = api.credentials | {token, invitation_token, verify_token}
+    credentials |= {password, bob_password, OWNER_PASSWORD, stack.env["SECRET_KEY"]}
+    assert len(credentials) >= 12
+    for name in ("api", "worker"):
+        log = stack.log(name)
+        assert not [secret for secret in credentials if secret in log], name
+
+
+def log_records(stack: Stack, name: str) -> list[dict[str, Any]]:
+    """The lines of a process's log, each checked to be one JSON object with the fields
+    every record has."""
+    records = []
+    for line in stack.log(name).splitlines():
+        record = json.loads(line)
+        assert {"timestamp", "level", "logger", "message"} <= record.keys(), line
+        records.append(record)
+    return records
 
 
 def test_readiness_names_every_dependency_ok(stack: Stack) -> None:

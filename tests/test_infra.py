@@ -260,6 +260,29 @@ def test_compose_stack_is_wired_together(project: Path, tmp_path: Path) -> None:
     assert int(port["published"]) == port["target"] == int(environment["PORT"])
 
 
+def test_the_observability_profile_adds_traces_and_metrics(project: Path, tmp_path: Path) -> None:
+    plain = resolved_compose_model(project, tmp_path)
+    assert not {"jaeger", "prometheus"} & set(plain["services"])
+    result = compose(project, tmp_path, "--profile", "observability", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    services = model["services"]
+    environment = services["backend"]["environment"]
+    assert services["worker"]["environment"] == environment
+    # Traces are off until the endpoint is given, whatever the profile.
+    assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == ""
+    # Prometheus scrapes the backend's metrics port, which is not published.
+    scrape = yaml.safe_load(model["configs"]["prometheus"]["content"])
+    [job] = scrape["scrape_configs"]
+    assert job["static_configs"] == [{"targets": [f"backend:{environment['METRICS_PORT']}"]}]
+    assert [mount["target"] for mount in services["prometheus"]["configs"]] == [
+        "/etc/prometheus/prometheus.yml"
+    ]
+    published = {int(port["published"]) for port in services["backend"]["ports"]}
+    assert int(environment["METRICS_PORT"]) not in published
+    assert {int(port["target"]) for port in services["jaeger"]["ports"]} == {16686}
+
+
 # Docker's grammar for one component of an image name, and Compose's for a project name.
 IMAGE_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")

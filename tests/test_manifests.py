@@ -242,6 +242,9 @@ def test_fly_manifest_values(fly_project: Path) -> None:
     assert service["auto_start_machines"] is True
     assert service["min_machines_running"] >= 1
     assert [(check["method"], check["path"]) for check in service["checks"]] == [("GET", "/health")]
+    # Metrics on a port of their own, which Fly scrapes and its proxy does not route.
+    assert fly["metrics"] == {"port": int(env["METRICS_PORT"]), "path": "/metrics", "processes": ["web"]}
+    assert fly["metrics"]["port"] != service["internal_port"]
 
     processes = fly["processes"]
     assert processes["web"] == "python -m app"

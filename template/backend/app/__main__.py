@@ -1,13 +1,17 @@
 """Run the API: `python -m app` (add `--reload` while developing).
 
 HOST and PORT come from the settings (127.0.0.1:8000 by default); platforms such as
-Render set PORT themselves.
+Render set PORT themselves. WEB_CONCURRENCY server processes share the port, and with
+METRICS_PORT set this process serves their Prometheus metrics, added up.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
@@ -32,20 +36,47 @@ def tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def share_metrics_between_workers() -> None:
+    """Have each worker write its metrics to files that this process adds up.
+
+    It must run before prometheus_client is first imported, which reads the variable
+    then. A directory given in it is emptied: values of an earlier run would add up.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given is None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+        return
+    Path(given).mkdir(parents=True, exist_ok=True)
+    for leftover in Path(given).glob("*.db"):
+        leftover.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="Run the API server.")
     parser.add_argument("--reload", action="store_true", help="restart on code changes")
     args = parser.parse_args()
     settings = get_settings()
+    workers = 1 if args.reload else settings.WEB_CONCURRENCY
+    if workers > 1:
+        share_metrics_between_workers()
     if not args.reload:
         tune_garbage_collection()
+    # Not under --reload, whose server runs in a child process of its own.
+    if settings.METRICS_PORT is not None and not args.reload:
+        from app.core.metrics import serve
+
+        serve(settings, settings.METRICS_PORT)
     uvicorn.run(
         "app.main:app",
         host=settings.HOST,
         port=settings.PORT,
+        workers=workers,
         reload=args.reload,
         # The client address is decided by app.core.proxy, from settings, alone.
         proxy_headers=False,
+        # Logging is the app's (app/core/logging.py), its access line too.
+        log_config=None,
+        access_log=False,
     )
 
 

@@ -78,6 +78,15 @@ def database_url(make_database: Callable[[], str]) -> str:
     return url
 
 
+@pytest.fixture(scope="module")
+def server_settings(settings: Settings, make_database: Callable[[], str]) -> Settings:
+    """`settings` on a migrated database of the module's own: for servers in processes of
+    their own, whose rows no test's clean-up would remove from the shared database."""
+    url = make_database()
+    upgrade_to_head(url)
+    return settings.model_copy(update={"DATABASE_URL": url})
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(

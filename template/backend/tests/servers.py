@@ -195,24 +195,32 @@ def run_worker(settings: Settings) -> subprocess.CompletedProcess[str]:
 
 @contextmanager
 def api_server(settings: Settings, log: Path) -> Iterator[str]:
-    """The API on `settings` in a process of its own, on a free port, as `python -m app`
-    serves it; yields its base URL. Its output goes to `log`."""
+    """The API on `settings` in a process of its own, on a free port, under uvicorn's own
+    command; yields its base URL. Its output goes to `log`."""
     port = free_port()
+    command = ["-m", "uvicorn", "app.main:app", "--no-proxy-headers"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, settings_env(settings), log, port) as url:
+        yield url
+
+
+@contextmanager
+def app_server(settings: Settings, log: Path, **env: str) -> Iterator[str]:
+    """`python -m app`, as the README runs it, on `settings` and `env`, on a free port;
+    yields its base URL. Its output goes to `log`."""
+    port = free_port()
+    env = {**settings_env(settings), "HOST": "127.0.0.1", "PORT": str(port), **env}
+    with serving(["-m", "app"], env, log, port) as url:
+        yield url
+
+
+@contextmanager
+def serving(arguments: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[str]:
     with log.open("w") as output:
         process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--no-proxy-headers",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            [sys.executable, *arguments],
             cwd=BACKEND_DIR,
-            env={**os.environ, **settings_env(settings)},
+            env={**os.environ, **env},
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -231,4 +239,4 @@ def api_server(settings: Settings, log: Path) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        process.wait(timeout=30)

@@ -45,7 +45,7 @@ async def guess(http: httpx.AsyncClient, url: str, password: str) -> int:
 
 def checked_passwords(*logs: Path) -> int:
     """How many wrong passwords the servers checked, from their logs."""
-    return sum(log.read_text().count("Login failed for ada@example.com") for log in logs)
+    return sum(log.read_text().count("Login failed (wrong password)") for log in logs)
 
 
 @pytest.fixture

@@ -78,6 +78,8 @@ HOST = "0.0.0.0"
 PORT = "8000"
 # Fly's proxy writes the client's address into this header itself; rate limits read it.
 CLIENT_IP_HEADER = "Fly-Client-IP"
+# Prometheus metrics, on a port the proxy does not route: see [metrics].
+METRICS_PORT = "9091"
 
 [deploy]
 # Runs once per deploy in a temporary machine built from the new image, before any machine
@@ -116,6 +118,13 @@ interval = "15s"
 timeout = "5s"
 method = "GET"
 path = "/health"
+
+# Fly's own Prometheus scrapes the web machines' metrics over the private network and
+# shows them on the app's Grafana dashboard; nothing from the internet reaches the port.
+[metrics]
+port = 9091
+path = "/metrics"
+processes = ["web"]
 
 [[vm]]
 processes = ["web"]

@@ -34,6 +34,7 @@ from app.core.errors import AppError, DatabaseUnavailableError, raises
 from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.rbac import Role
+from app.core.request_context import identify
 from app.core.security import InvalidTokenError, decode_access_token, is_api_key
 from app.core.storage import Storage, StorageUnavailableError
 from app.models import OrgAccess, User
@@ -172,6 +173,7 @@ async def get_caller(
     cutoff = user.tokens_valid_after
     if cutoff is not None and claims.issued_at < as_utc(cutoff).timestamp():
         raise NotAuthenticatedError
+    identify(user_id=user.id)
     return user
 
 
@@ -254,6 +256,7 @@ async def get_org_access(
     if token is None:  # refused by get_caller already
         raise NotAuthenticatedError
     access, key = await api_key_service.access(session, settings, token, org_id)
+    identify(api_key_id=key.id)
     await throttle.hit(settings.API_KEY_LIMIT_PER_KEY, "api-key", str(key.id))
     if api_key_service.needs_use_recorded(key):
         request.state.api_key_used = key.id

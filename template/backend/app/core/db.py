@@ -14,18 +14,17 @@ from typing import Any
 
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from app.core.config import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    # Called through its module, where tracing's instrumentation puts its wrapper
+    # (app/core/tracing.py), so that every engine made after tracing started is traced.
+    create_async_engine = sqlalchemy_asyncio.create_async_engine
     url = settings.database_url
     if settings.is_sqlite:
         if url.database and url.database != ":memory:":

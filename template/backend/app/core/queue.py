@@ -21,6 +21,8 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import BackgroundTasks
+from opentelemetry import propagate
+from opentelemetry.context import Context
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry, get_current_job
@@ -31,6 +33,7 @@ from app.core.config import Settings
 from app.core.db import after_commit
 from app.core.errors import ServiceUnavailableError
 from app.core.job_runtime import inline_runtime
+from app.core.request_context import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,35 @@ class JobCall:
     description: str  # written to logs: never put a secret here
     queue: str = DEFAULT_QUEUE
     retry: bool = True  # for jobs that call other services
+
+
+# What a job keeps of the request that enqueued it: its id, for the worker's log lines,
+# and its trace context (W3C traceparent), so that the job's span joins its trace.
+_REQUEST_ID_META = "request_id"
+_TRACE_META = "trace"
+
+
+def request_id_of(job: Job) -> str | None:
+    value = job.meta.get(_REQUEST_ID_META)
+    return value if isinstance(value, str) else None
+
+
+def trace_context_of(job: Job) -> Context:
+    carrier = job.meta.get(_TRACE_META)
+    return propagate.extract(carrier if isinstance(carrier, dict) else {})
+
+
+def _origin_meta() -> dict[str, Any] | None:
+    meta: dict[str, Any] = {}
+    request_id = current_request_id()
+    if request_id:
+        meta[_REQUEST_ID_META] = request_id
+    # Nothing is written while tracing is off: there is no span to carry.
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if carrier:
+        meta[_TRACE_META] = carrier
+    return meta or None
 
 
 def final_attempt() -> bool:
@@ -181,6 +213,7 @@ class JobQueue:
                 description=call.description,
                 retry=retry,
                 on_failure=Callback(log_failure),
+                meta=_origin_meta(),
             )
         except RedisError as exc:
             raise QueueUnavailableError(str(exc)) from exc

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.core.metrics import THROTTLED
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +81,8 @@ class Throttle:
         N concurrent callers with a budget of B left, exactly min(N, B) get through."""
         item = parse(limit)
         if not await self._run(lambda limiter: limiter.hit(item, *key)):
+            # Counted by the budget's name ("login-address"), never by whose it is.
+            THROTTLED.labels(key[0] if key else "").inc()
             raise RateLimitedError(await self._retry_after(item, *key))
 
     async def clear(self, limit: str, *key: str) -> None:

@@ -21,6 +21,7 @@ from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.emails import email_problem, normalise_email
 from app.core.errors import AppError, raises
+from app.core.metrics import LOGIN_FAILURES
 from app.core.queue import Jobs, QueueUnavailableError
 from app.core.rate_limit import RateLimitedError, Throttle
 from app.core.security import (
@@ -207,7 +208,15 @@ async def login(
     else:
         valid, new_hash = await verify_password(password, user.hashed_password)
     if user is None or not valid or not user.is_active:
-        logger.info("Login failed for %s from %s", name, client)
+        reason = _failure(user, valid=valid)
+        LOGIN_FAILURES.labels(reason).inc()
+        # Not the typed name: it may be a password typed into the wrong field.
+        logger.info(
+            "Login failed (%s) from %s",
+            reason,
+            client,
+            extra={"user_id": str(user.id)} if user else None,
+        )
         audit_service.record(
             session,
             AuditType.LOGIN_FAILED,
@@ -215,7 +224,7 @@ async def login(
             target=(TargetType.USER, user.id) if user else None,
             # The name only when it is an address: what else is typed there may be a
             # password in the wrong field.
-            details={"email": email, "reason": _failure(user, valid=valid)},
+            details={"email": email, "reason": reason},
         )
         # Kept although the login fails: the answer's rollback must not take it along.
         await session.commit()

@@ -27,12 +27,16 @@ from functools import cache
 from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from app.core.config import Settings, SmtpSecurity
 from app.core.job_runtime import job_runtime
 from app.core.queue import EMAIL_QUEUE, JobCall, done_before, mark_done
 
 logger = logging.getLogger(__name__)
+# Spans only once app/core/tracing.py has started tracing; until then, nothing.
+tracer = trace.get_tracer(__name__)
 # Links in the plain-text bodies, which put each on a line of its own.
 LINK = re.compile(r"https?://\S+")
 
@@ -107,6 +111,12 @@ class SmtpBackend:
         self.timeout = settings.SMTP_TIMEOUT_SECONDS
 
     def send(self, message: EmailMessage) -> None:
+        attributes: dict[str, str | int] = {"server.address": self.host, "server.port": self.port}
+        with tracer.start_as_current_span("smtp send", kind=SpanKind.CLIENT, attributes=attributes):
+            self._send(message)
+        logger.info("Email %r to %s sent through %s", message["Subject"], message["To"], self.host)
+
+    def _send(self, message: EmailMessage) -> None:
         # Certificates are verified against the system's trust store (or SSL_CERT_FILE).
         context = ssl.create_default_context()
         smtp: smtplib.SMTP
@@ -120,7 +130,6 @@ class SmtpBackend:
             if self.user and self.password:
                 smtp.login(self.user, self.password.get_secret_value())
             smtp.send_message(message)
-        logger.info("Email %r to %s sent through %s", message["Subject"], message["To"], self.host)
 
 
 def get_backend(settings: Settings) -> EmailBackend:

@@ -19,20 +19,50 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from app.core.config import get_settings
 from app.core.job_runtime import close_job_runtime
-from app.core.logging import LOG_FORMAT, configure_logging
-from app.core.queue import QUEUES, JobQueue
+from app.core.logging import bind_job, configure_logging, unbind_job
+from app.core.queue import QUEUES, JobQueue, request_id_of, trace_context_of
 
 # The modules whose functions are the jobs (each builds its calls with a `..._job`).
 from app.services import account_service, email_service, file_service, retention_service
 from app.worker.keeper import Keeper
 
 logger = logging.getLogger(__name__)
+
+
+tracer = trace.get_tracer(__name__)
+
+
+class Worker(SimpleWorker):
+    """RQ's worker that runs jobs in its own process, with each job's id, and the id of
+    the request that enqueued it, on every log line written while the job runs; with
+    tracing on, each job is a span in the trace of that request."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        fields = {"job_id": job.id, "request_id": request_id_of(job)}
+        tokens = bind_job(**{name: value for name, value in fields.items() if value})
+        try:
+            with tracer.start_as_current_span(
+                f"job {job.func_name}",
+                context=trace_context_of(job),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "rq",
+                    "messaging.destination.name": queue.name,
+                    "messaging.message.id": job.id,
+                },
+            ):
+                super().execute_job(job, queue)
+        finally:
+            unbind_job(tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = get_settings()
-    configure_logging(settings.LOG_LEVEL)
+    configure_logging(settings.LOG_LEVEL, json_lines=settings.log_json)
+    if settings.tracing_enabled:
+        from app.core.tracing import start_tracing
+
+        start_tracing(settings, f"{settings.OTEL_SERVICE_NAME}-worker")
+    if settings.SENTRY_DSN:
+        from app.core.sentry import start_sentry
+
+        start_sentry(settings)
     if not settings.REDIS_URL:
         print(
             "error: REDIS_URL is not set. Without Redis the API runs jobs itself, after "
@@ -76,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     email_service.warm_up()
     queues = [Queue(name, connection=redis) for name in args.queues]
-    worker = SimpleWorker(
+    worker = Worker(
         queues,
         connection=redis,
         # RQ would log each job's arguments; ours carry email addresses and links.
@@ -103,11 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A burst run moves the retries due as it starts; otherwise the keeper does.
             with_scheduler=args.burst,
             logging_level=settings.LOG_LEVEL.upper(),
-            log_format=LOG_FORMAT,
         )
     finally:
         if keeper is not None:
             keeper.stop()
         job_queue.close()
         close_job_runtime()
+        if settings.tracing_enabled:
+            from app.core.tracing import stop_tracing
+
+            stop_tracing()
     return 0

@@ -1,0 +1,258 @@
+"""Traces: what the API and the worker export over OTLP/HTTP to a receiver on loopback,
+decoded; and that without an endpoint no tracing code is loaded."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
+
+from app.core.config import LogFormat, Settings
+from tests.servers import BACKEND_DIR, app_server, run_worker, settings_env
+from tests.support import PASSWORD
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    kind: int
+    attributes: dict[str, Any]
+
+
+@dataclass
+class Receiver:
+    """An OTLP/HTTP trace receiver: keeps every span it is sent."""
+
+    url: str
+    spans: list[Span] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, body: bytes) -> None:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            resource = {
+                item.key: item.value.string_value for item in resource_spans.resource.attributes
+            }
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {
+                        item.key: getattr(
+                            item.value, item.value.WhichOneof("value") or "string_value"
+                        )
+                        for item in span.attributes
+                    }
+                    with self.lock:
+                        self.spans.append(
+                            Span(
+                                resource["service.name"],
+                                span.name,
+                                span.trace_id.hex(),
+                                span.span_id.hex(),
+                                span.parent_span_id.hex(),
+                                span.kind,
+                                attributes,
+                            )
+                        )
+
+    def trace(self, trace_id: str) -> list[Span]:
+        with self.lock:
+            return [span for span in self.spans if span.trace_id == trace_id]
+
+    def wait_for(self, found: Any, what: str, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (result := found()):
+            assert time.monotonic() < deadline, f"no {what} in {self.spans}"
+            time.sleep(0.1)
+        return result
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    holder: list[Receiver] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            if self.path == "/v1/traces":
+                holder[0].take(body)
+            answer = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    holder.append(Receiver(f"http://127.0.0.1:{server.server_address[1]}"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield holder[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def tracing_env(receiver: Receiver) -> dict[str, str]:
+    # Spans leave a second after they end at most, instead of five.
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+
+
+@pytest.mark.redis
+def test_one_requests_trace_runs_through_the_api_the_database_redis_and_its_job(
+    server_settings: Settings,
+    redis_url: str,
+    smtp_settings: dict[str, Any],
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    configured = server_settings.model_copy(
+        update={
+            "REDIS_URL": redis_url,
+            "LOG_FORMAT": LogFormat.JSON,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            **smtp_settings,
+        }
+    )
+    log = tmp_path / "api.log"
+    with app_server(configured, log, OTEL_BSP_SCHEDULE_DELAY="200") as url:
+        response = httpx.post(
+            f"{url}/api/v1/auth/register",
+            json={"email": "ada@example.com", "password": PASSWORD},
+            headers={"X-Request-ID": "traced-request-1"},
+        )
+        assert response.status_code == 202
+
+        def server_span() -> Span | None:
+            with receiver.lock:
+                found = [
+                    span
+                    for span in receiver.spans
+                    if span.kind == SpanMessage.SPAN_KIND_SERVER
+                    and span.attributes.get("http.route") == "/api/v1/auth/register"
+                ]
+            return found[0] if found else None
+
+        request_span: Span = receiver.wait_for(server_span, "server span of the registration")
+        worker = run_worker(configured)
+        assert worker.returncode == 0
+        api_service = configured.OTEL_SERVICE_NAME
+
+        def whole_trace() -> list[Span] | None:
+            spans = receiver.trace(request_span.trace_id)
+            services = {span.service for span in spans}
+            done = any(span.name == "smtp send" for span in spans)
+            return spans if done and services == {api_service, f"{api_service}-worker"} else None
+
+        trace = receiver.wait_for(whole_trace, "worker spans in the registration's trace")
+    api = [span for span in trace if span.service == api_service]
+    worker_spans = [span for span in trace if span.service != api_service]
+    # The API: its server span, the statements of the registration, the job's enqueueing.
+    assert request_span.name == "POST /api/v1/auth/register"
+    assert any(
+        "db.system" in span.attributes or "db.system.name" in span.attributes
+        for span in api
+        if span.attributes.get("db.system", span.attributes.get("db.system.name")) != "redis"
+    ), api
+    redis_spans = [
+        span
+        for span in api
+        if "redis" in (span.attributes.get("db.system"), span.attributes.get("db.system.name"))
+    ]
+    assert redis_spans, api
+    # The worker: the job's span, a child of a span of the request, with the delivery in it.
+    [job] = [span for span in worker_spans if span.kind == SpanMessage.SPAN_KIND_CONSUMER]
+    assert job.name.startswith("job app.services.email_service.")
+    assert job.parent_id in {span.span_id for span in api}
+    [smtp] = [span for span in worker_spans if span.name == "smtp send"]
+    assert smtp.parent_id in {span.span_id for span in worker_spans}
+    assert smtp.attributes["server.port"] == smtp_settings["SMTP_PORT"]
+    # The log lines of the request name its trace.
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    ours = [record for record in records if record.get("request_id") == "traced-request-1"]
+    assert ours
+    assert {record.get("trace_id") for record in ours} == {request_span.trace_id}
+    worker_lines = [json.loads(line) for line in worker.stderr.splitlines()]
+    assert {
+        record.get("trace_id")
+        for record in worker_lines
+        if record.get("request_id") == "traced-request-1"
+    } == {request_span.trace_id}
+
+
+def test_the_storage_is_traced(
+    server_settings: Settings, s3_settings: dict[str, Any], receiver: Receiver, tmp_path: Path
+) -> None:
+    configured = server_settings.model_copy(
+        update={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, **s3_settings}
+    )
+    with app_server(configured, tmp_path / "api.log", OTEL_BSP_SCHEDULE_DELAY="200") as url:
+
+        def s3_spans() -> list[Span]:
+            with receiver.lock:
+                return [
+                    span
+                    for span in receiver.spans
+                    if span.attributes.get("rpc.system") == "aws-api" or span.name.startswith("S3.")
+                ]
+
+        # The readiness check asks the bucket.
+        assert httpx.get(f"{url}/health/ready").status_code == 200
+        spans = receiver.wait_for(s3_spans, "S3 spans")
+    assert all(span.service == configured.OTEL_SERVICE_NAME for span in spans)
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:9"])
+def test_tracing_code_is_loaded_only_with_an_endpoint(
+    settings: Settings, endpoint: str | None
+) -> None:
+    env = {**os.environ, **settings_env(settings)}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    if endpoint is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    # OpenTelemetry's API is FastAPI's own dependency, and redis-py looks for the metrics
+    # SDK as it is imported; the tracing SDK, the exporter and the instrumentations are
+    # what tracing loads.
+    script = (
+        "import sys, app.main, app.worker.worker\n"
+        "print(sorted({name.split('.')[1] for name in sys.modules"
+        " if name.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter',"
+        " 'opentelemetry.instrumentation'))}))\n"
+    )
+    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script],
+        cwd=BACKEND_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = json.loads(result.stdout.strip().replace("'", '"'))
+    assert loaded == ([] if endpoint is None else ["exporter", "instrumentation", "sdk"])
