@@ -23,7 +23,6 @@ from update_support import (
     copier,
     copier_env,
     generate,
-    replace_line,
     report_rows,
     tag,
     update,
@@ -75,8 +74,13 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     commit(edited, "humanize, and the certifi our auditors approved")
 
     pyproject = template / "template" / "backend" / "pyproject.toml.jinja"
-    dependency = '    "sqlalchemy[asyncio]>=2.0.36",'
-    replace_line(pyproject, dependency, f'{dependency}\n    "tenacity>=9",')
+    lines = pyproject.read_text().splitlines(keepends=True)
+    end = lines.index("]\n", lines.index("dependencies = [\n"))
+    # Two entries above the last: the user's addition, which uv appends to the list that
+    # is not sorted, comes two lines below it, so that a patch of either needs lines the
+    # other changed.
+    lines.insert(end - 2, '    "tenacity>=9",\n')
+    pyproject.write_text("".join(lines))
     pins = [f"--upgrade-package={name}=={version}" for name, version in TEMPLATE_PINS.items()]
     subprocess.run(
         [sys.executable, "scripts/relock.py", *pins], cwd=template, check=True, timeout=600
