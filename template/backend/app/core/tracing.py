@@ -19,18 +19,32 @@ OpenTelemetry's API elsewhere (which FastAPI imports anyway) then do nothing.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from app.core.config import Settings
 
 _provider: TracerProvider | None = None
+
+
+class RedactQueries(SpanProcessor):
+    """A request's span keeps the names of its query's parameters, not their values,
+    which may be a token or an address."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        query = span.attributes.get("url.query") if span.attributes else None
+        if isinstance(query, str):
+            names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+            span.set_attribute("url.query", "&".join(f"{name}=REDACTED" for name in names))
 
 
 def start_tracing(settings: Settings, service: str) -> None:
@@ -45,6 +59,7 @@ def start_tracing(settings: Settings, service: str) -> None:
     # exporter's headers, timeout and the like from the other standard variables.
     provider = TracerProvider(resource=resource)
     exporter = OTLPSpanExporter(endpoint=settings.otlp_traces_endpoint)
+    provider.add_span_processor(RedactQueries())
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     # Its declared range stops short of SQLAlchemy 2.1, whose events it uses unchanged;
