@@ -4,6 +4,7 @@ METRICS_PORT and not on the API's port."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +156,13 @@ def serving(settings: Settings, directory: Path, workers: int) -> Iterator[tuple
         "WEB_CONCURRENCY": str(workers),
         "PROMETHEUS_MULTIPROC_DIR": str(directory),
     }
-    with app_server(settings, directory.parent / "server.log", **env) as url:
+    log = directory.parent / "server.log"
+    with app_server(settings, log, **env) as url:
+        # /health answers once one process is up: wait for the others too.
+        deadline = time.monotonic() + 60
+        while log.read_text().count("Application startup complete") < workers:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
         yield url, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
