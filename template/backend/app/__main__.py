@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,19 +38,24 @@ def tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def share_metrics_between_workers() -> None:
-    """Have each worker write its metrics to files that this process adds up.
+def share_metrics_between_workers(workers: int) -> Path | None:
+    """Have each server process write its metrics to files that this process adds up;
+    the directory made for them, if one was.
 
     It must run before prometheus_client is first imported, which reads the variable
     then. A directory given in it is emptied: values of an earlier run would add up.
     """
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if given is None:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
-        return
-    Path(given).mkdir(parents=True, exist_ok=True)
-    for leftover in Path(given).glob("*.db"):
-        leftover.unlink()
+    if given is not None:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for leftover in Path(given).glob("*.db"):
+            leftover.unlink()
+        return None
+    if workers == 1:
+        return None
+    made = Path(tempfile.mkdtemp(prefix="metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(made)
+    return made
 
 
 def main() -> None:
@@ -57,27 +64,33 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     workers = 1 if args.reload else settings.WEB_CONCURRENCY
-    if workers > 1:
-        share_metrics_between_workers()
+    # Not under --reload, whose server runs in a child process of its own.
+    metrics = settings.METRICS_PORT is not None and not args.reload
+    if settings.METRICS_PORT is not None and args.reload:
+        print("METRICS_PORT is not served under --reload", file=sys.stderr)
+    made = share_metrics_between_workers(workers) if metrics else None
     if not args.reload:
         tune_garbage_collection()
-    # Not under --reload, whose server runs in a child process of its own.
-    if settings.METRICS_PORT is not None and not args.reload:
+    if metrics and settings.METRICS_PORT is not None:
         from app.core.metrics import serve
 
         serve(settings, settings.METRICS_PORT)
-    uvicorn.run(
-        "app.main:app",
-        host=settings.HOST,
-        port=settings.PORT,
-        workers=workers,
-        reload=args.reload,
-        # The client address is decided by app.core.proxy, from settings, alone.
-        proxy_headers=False,
-        # Logging is the app's (app/core/logging.py), its access line too.
-        log_config=None,
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "app.main:app",
+            host=settings.HOST,
+            port=settings.PORT,
+            workers=workers,
+            reload=args.reload,
+            # The client address is decided by app.core.proxy, from settings, alone.
+            proxy_headers=False,
+            # Logging is the app's (app/core/logging.py), its access line too.
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from app.core.config import LogFormat, Settings
+from app.core.queue import JobCall, JobQueue
 from tests.servers import BACKEND_DIR, app_server, run_worker, settings_env
 from tests.support import PASSWORD
 
@@ -38,6 +40,7 @@ class Span:
     parent_id: str
     kind: int
     attributes: dict[str, Any]
+    status: tuple[int, str] = (0, "")
 
 
 @dataclass
@@ -72,8 +75,17 @@ class Receiver:
                                 span.parent_span_id.hex(),
                                 span.kind,
                                 attributes,
+                                (span.status.code, span.status.message),
                             )
                         )
+
+    def status_of(self, name: str) -> tuple[int, str]:
+        """The kind of the one span called `name`, and its status message if it is an
+        error (empty otherwise)."""
+        with self.lock:
+            [span] = [span for span in self.spans if span.name == name]
+        code, message = span.status
+        return span.kind, message if code == Status.STATUS_CODE_ERROR else ""
 
     def trace(self, trace_id: str) -> list[Span]:
         with self.lock:
@@ -238,7 +250,9 @@ def test_tracing_code_is_loaded_only_with_an_endpoint(
     settings: Settings, endpoint: str | None
 ) -> None:
     env = {**os.environ, **settings_env(settings)}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        env.pop(name, None)
+    env["OTEL_SDK_DISABLED"] = "false"
     if endpoint is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     # OpenTelemetry's API is FastAPI's own dependency, and redis-py looks for the metrics
@@ -261,3 +275,30 @@ def test_tracing_code_is_loaded_only_with_an_endpoint(
     )
     loaded = json.loads(result.stdout.strip().replace("'", '"'))
     assert loaded == ([] if endpoint is None else ["exporter", "instrumentation", "sdk"])
+
+
+@pytest.mark.redis
+def test_a_job_that_fails_is_an_error_in_its_span(
+    server_settings: Settings, redis_url: str, receiver: Receiver
+) -> None:
+    configured = server_settings.model_copy(
+        update={"REDIS_URL": redis_url, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
+    )
+    queue = JobQueue(configured)
+    try:
+        # The worker imports `json.loads` and calls it on "x": an error, which RQ catches.
+        queue.put(
+            JobCall(function=json.loads, args=("x",), description="a job that fails", retry=False)
+        )
+    finally:
+        queue.close()
+    run_worker(configured)
+
+    def failed_job() -> Span | None:
+        with receiver.lock:
+            jobs = [span for span in receiver.spans if span.name == "job json.loads"]
+        return jobs[0] if jobs else None
+
+    receiver.wait_for(failed_job, "the failed job's span")
+    kind_and_status = (SpanMessage.SPAN_KIND_CONSUMER, "JSONDecodeError")
+    assert receiver.status_of("job json.loads") == kind_and_status

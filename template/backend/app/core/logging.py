@@ -6,9 +6,9 @@ it with the same fields: time, level, logger, message, and where known the reque
 the user id or API key id and the route (app/core/request_context.py), or the job that
 is running (bound by the worker). Fields passed as `extra={...}` become fields too.
 
-Log messages carry what clients send (a login name, a path): JSON escapes every control
-character, and the text format escapes them too, so neither a line nor a field can be
-started by a client.
+Log messages carry what clients send (a path): JSON escapes every control character, and
+the text format writes the message and every text field as quoted literals, so neither a
+line nor a field can be started by a client.
 """
 
 from __future__ import annotations
@@ -67,11 +67,17 @@ def add_trace_ids(_: Any, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def escape_controls(_: Any, __: str, event: EventDict) -> EventDict:
-    """Control characters in the message and every text field, escaped (text format)."""
-    for name, value in event.items():
-        if isinstance(value, str):
-            event[name] = value.translate(CONTROL_ESCAPES)
+def drop_server_extras(_: Any, __: str, event: EventDict) -> EventDict:
+    """uvicorn's copy of its message with terminal colours: the message says it already."""
+    event.pop("color_message", None)
+    return event
+
+
+def quote_message(_: Any, __: str, event: EventDict) -> EventDict:
+    """The message as a quoted literal (text format), like every text field after it: what
+    a client put in it (a path) can neither end the line nor pass for a field, and
+    control, bidirectional and zero-width characters show as escapes."""
+    event["event"] = repr(str(event.get("event", "")))
     return event
 
 
@@ -93,6 +99,7 @@ def _shared_processors() -> list[Processor]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        drop_server_extras,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
 
@@ -107,8 +114,8 @@ def _renderers(json_lines: bool) -> list[Processor]:
             structlog.processors.JSONRenderer(),
         ]
     return [
-        escape_controls,
-        # Text values are quoted, so that one cannot pass for the fields after it.
+        quote_message,
+        # Text values are quoted too (with their escapes), each a field of its own.
         structlog.dev.ConsoleRenderer(
             colors=sys.stderr.isatty(),
             repr_native_str=True,

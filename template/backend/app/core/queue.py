@@ -21,8 +21,10 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import BackgroundTasks
-from opentelemetry import propagate
+from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry, get_current_job
@@ -70,9 +72,13 @@ def request_id_of(job: Job) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# The trace context alone, not the baggage a client may have sent with its request.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+
 def trace_context_of(job: Job) -> Context:
     carrier = job.meta.get(_TRACE_META)
-    return propagate.extract(carrier if isinstance(carrier, dict) else {})
+    return _TRACE_CONTEXT.extract(carrier if isinstance(carrier, dict) else {})
 
 
 def _origin_meta() -> dict[str, Any] | None:
@@ -82,7 +88,7 @@ def _origin_meta() -> dict[str, Any] | None:
         meta[_REQUEST_ID_META] = request_id
     # Nothing is written while tracing is off: there is no span to carry.
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _TRACE_CONTEXT.inject(carrier)
     if carrier:
         meta[_TRACE_META] = carrier
     return meta or None
@@ -126,6 +132,8 @@ def log_failure(
     error: BaseException,
     traceback: TracebackType,
 ) -> None:
+    # RQ catches the job's error itself: the job's span (app/worker/worker.py) says so here.
+    trace.get_current_span().set_status(StatusCode.ERROR, error_type.__name__)
     if job.retries_left:
         logger.warning(
             "Job %s (%s) failed: %s; %d retries left",

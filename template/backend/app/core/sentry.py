@@ -13,14 +13,27 @@ from typing import Any, cast
 
 import sentry_sdk
 import structlog
-from sentry_sdk.types import Event, Hint
+from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
 from app.core.config import Settings
 from app.core.request_context import current_request_id
 
-# Headers that carry credentials, dropped from every event whatever the SDK keeps.
+# Headers that carry credentials or a client's address, dropped from every event whatever
+# the SDK keeps.
 SECRET_HEADERS = frozenset(
-    {"authorization", "cookie", "set-cookie", "x-api-key", "proxy-authorization"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "cf-connecting-ip",
+        "fly-client-ip",
+        "forwarded",
+        "true-client-ip",
+        "x-forwarded-for",
+        "x-real-ip",
+    }
 )
 
 
@@ -48,6 +61,11 @@ def scrub(event: dict[str, Any]) -> None:
             request["url"] = url.split("?", 1)[0]
 
 
+def _breadcrumb(crumb: Breadcrumb, _hint: BreadcrumbHint) -> Breadcrumb | None:
+    # Redis commands name their keys, and rate limits key by address.
+    return None if crumb.get("category") == "redis" else crumb
+
+
 def start_sentry(settings: Settings) -> None:
     sentry_sdk.init(
         dsn=settings.SENTRY_DSN,
@@ -61,4 +79,5 @@ def start_sentry(settings: Settings) -> None:
         # Traces are OpenTelemetry's (app/core/tracing.py); Sentry gets errors.
         traces_sample_rate=None,
         before_send=_scrubbed,
+        before_breadcrumb=_breadcrumb,
     )
