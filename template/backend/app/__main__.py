@@ -65,16 +65,16 @@ def main() -> None:
     settings = get_settings()
     workers = 1 if args.reload else settings.WEB_CONCURRENCY
     # Not under --reload, whose server runs in a child process of its own.
-    metrics = settings.METRICS_PORT is not None and not args.reload
-    if settings.METRICS_PORT is not None and args.reload:
+    metrics_port = None if args.reload else settings.METRICS_PORT
+    if args.reload and settings.METRICS_PORT is not None:
         print("METRICS_PORT is not served under --reload", file=sys.stderr)
-    made = share_metrics_between_workers(workers) if metrics else None
+    made = share_metrics_between_workers(workers) if metrics_port is not None else None
     if not args.reload:
         tune_garbage_collection()
-    if metrics and settings.METRICS_PORT is not None:
+    if metrics_port is not None:
         from app.core.metrics import serve
 
-        serve(settings, settings.METRICS_PORT)
+        serve(settings, metrics_port)
     try:
         uvicorn.run(
             "app.main:app",

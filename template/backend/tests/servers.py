@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import gzip
 import hashlib
 import os
 import socket
@@ -19,10 +20,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +242,46 @@ def serving(arguments: list[str], env: dict[str, str], log: Path, port: int) -> 
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def run_script(settings: Settings, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -c script` in the backend, on `settings` and `env`; it must succeed."""
+    result = subprocess.run(  # noqa: S603 - this interpreter, a script of the tests
+        [sys.executable, "-c", script],
+        cwd=BACKEND_DIR,
+        env={**os.environ, **settings_env(settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@contextmanager
+def http_receiver(take: Callable[[str, bytes], bytes]) -> Iterator[str]:
+    """An HTTP server on loopback that hands each POST's path and body (gzip undone) to
+    `take` and answers 200 with what `take` returns; yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            answer = take(self.path, body)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

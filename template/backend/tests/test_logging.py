@@ -8,11 +8,8 @@ import ast
 import io
 import json
 import logging
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +27,7 @@ from pydantic import ValidationError
 from app.core.config import LogFormat, Settings
 from app.core.logging import formatter
 from app.models import User
-from tests.servers import BACKEND_DIR, api_server, app_server, run_worker, settings_env
+from tests.servers import api_server, app_server, run_script, run_worker
 from tests.support import (
     PASSWORD,
     add_api_key,
@@ -468,16 +465,7 @@ def test_a_traceback_is_part_of_its_record(settings: Settings) -> None:
         "    logging.getLogger('app.probe').exception('failed for %s', 'eve\\nFORGED')\n"
     )
     for log_format in ("json", "text"):
-        result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-            [sys.executable, "-c", script],
-            cwd=BACKEND_DIR,
-            env={**os.environ, **settings_env(settings), "LOG_FORMAT": log_format},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        lines = result.stderr.splitlines()
+        lines = run_script(settings, script, LOG_FORMAT=log_format).stderr.splitlines()
         assert not [line for line in lines if line.startswith("FORGED")]
         if log_format == "json":
             [record] = [json.loads(line) for line in lines if "app.probe" in line]

@@ -3,20 +3,14 @@ request id as a tag and nothing secret the client sent."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from app.core.config import Settings
-from tests.servers import BACKEND_DIR, settings_env
+from tests.servers import http_receiver, run_script
 
 # The app, a route that fails, and one request to it that carries a secret in every place
 # a client can put one.
@@ -65,26 +59,12 @@ def sentry() -> Iterator[tuple[str, list[bytes]]]:
     """A Sentry endpoint on loopback: the DSN to give the app, and the envelopes it got."""
     envelopes: list[bytes] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            envelopes.append(body)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def take(_path: str, body: bytes) -> bytes:
+        envelopes.append(body)
+        return b""
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://public@127.0.0.1:{server.server_address[1]}/1", envelopes
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_receiver(take) as url:
+        yield f"{url.replace('http://', 'http://public@')}/1", envelopes
 
 
 def events(envelopes: list[bytes]) -> list[dict[str, Any]]:
@@ -102,16 +82,7 @@ def test_an_error_reaches_sentry_with_its_request_id_and_no_secret(
     settings: Settings, sentry: tuple[str, list[bytes]]
 ) -> None:
     dsn, envelopes = sentry
-    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", SCRIPT],
-        cwd=BACKEND_DIR,
-        env={**os.environ, **settings_env(settings), "SENTRY_DSN": dsn},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    run_script(settings, SCRIPT, SENTRY_DSN=dsn)
     [event] = [
         event
         for event in events(envelopes)
@@ -130,13 +101,4 @@ def test_an_error_reaches_sentry_with_its_request_id_and_no_secret(
 
 def test_without_a_dsn_the_sdk_is_not_imported(settings: Settings) -> None:
     script = "import sys, app.main, app.worker.worker\nprint('sentry_sdk' in sys.modules)"
-    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", script],
-        cwd=BACKEND_DIR,
-        env={**os.environ, **settings_env(settings)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert result.stdout.strip() == "False", result.stderr
+    assert run_script(settings, script).stdout.strip() == "False"

@@ -3,16 +3,11 @@ decoded; and that without an endpoint no tracing code is loaded."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from app.core.config import LogFormat, Settings
 from app.core.queue import JobCall, JobQueue
-from tests.servers import BACKEND_DIR, app_server, run_worker, settings_env
+from tests.servers import app_server, http_receiver, run_script, run_worker
 from tests.support import PASSWORD
 
 
@@ -102,38 +97,16 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     holder: list[Receiver] = []
+    answer: bytes = ExportTraceServiceResponse().SerializeToString()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            if self.path == "/v1/traces":
-                holder[0].take(body)
-            answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def take(path: str, body: bytes) -> bytes:
+        if path == "/v1/traces":
+            holder[0].take(body)
+        return answer
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(Receiver(f"http://127.0.0.1:{server.server_address[1]}"))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_receiver(take) as url:
+        holder.append(Receiver(url))
         yield holder[0]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def tracing_env(receiver: Receiver) -> dict[str, str]:
-    # Spans leave a second after they end at most, instead of five.
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
 
 
 @pytest.mark.redis
@@ -249,12 +222,12 @@ def test_the_storage_is_traced(
 def test_tracing_code_is_loaded_only_with_an_endpoint(
     settings: Settings, endpoint: str | None
 ) -> None:
-    env = {**os.environ, **settings_env(settings)}
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        env.pop(name, None)
-    env["OTEL_SDK_DISABLED"] = "false"
-    if endpoint is not None:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    # Empty is unset to the settings, whatever this machine's environment holds.
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint or "",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
+        "OTEL_SDK_DISABLED": "false",
+    }
     # OpenTelemetry's API is FastAPI's own dependency, and redis-py looks for the metrics
     # SDK as it is imported; the tracing SDK, the exporter and the instrumentations are
     # what tracing loads.
@@ -264,16 +237,7 @@ def test_tracing_code_is_loaded_only_with_an_endpoint(
         " if name.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter',"
         " 'opentelemetry.instrumentation'))}))\n"
     )
-    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", script],
-        cwd=BACKEND_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    loaded = json.loads(result.stdout.strip().replace("'", '"'))
+    loaded = json.loads(run_script(settings, script, **env).stdout.strip().replace("'", '"'))
     assert loaded == ([] if endpoint is None else ["exporter", "instrumentation", "sdk"])
 
 
